@@ -1,0 +1,52 @@
+"""callboard: an actor runtime for Python on Erlang-style supervision, over Thespian.
+
+The public names::
+
+    from callboard import System, Actor, Message, handler
+    from callboard import BusinessError, RemoteError, AskTimeout, NoSuchActor, ...
+"""
+
+from callboard.actors import Actor, Future, handler
+from callboard.config import ChildSpec, Config, SupervisorSpec, SystemSettings, load_config
+from callboard.errors import (
+    AskTimeout,
+    BusinessError,
+    CallboardError,
+    ConfigError,
+    InvalidMessage,
+    NoSuchActor,
+    RemoteError,
+    StartFailed,
+    SystemFailed,
+    SystemNotRunning,
+)
+from callboard.messages import Envelope, Message, upgrades
+from callboard.system import System
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Actor",
+    "AskTimeout",
+    "BusinessError",
+    "CallboardError",
+    "ChildSpec",
+    "Config",
+    "ConfigError",
+    "Envelope",
+    "Future",
+    "InvalidMessage",
+    "Message",
+    "NoSuchActor",
+    "RemoteError",
+    "StartFailed",
+    "SupervisorSpec",
+    "System",
+    "SystemFailed",
+    "SystemNotRunning",
+    "SystemSettings",
+    "__version__",
+    "handler",
+    "load_config",
+    "upgrades",
+]

@@ -1,0 +1,100 @@
+"""Everything callboard needs to know about Thespian in one place.
+
+Thespian is the transport and process manager; these are the settings and corrections
+the runtime applies before the admin process forks (its children inherit them):
+
+* sockets bind to the configured address (Thespian binds every interface and unpickles
+  what arrives, so loopback is the only safe default);
+* Thespian's own log goes to a file per system instead of a shared ``$TMPDIR`` file;
+* the system base is chosen from ``[system] transport``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+from typing import Any
+
+__all__ = [
+    "BASES",
+    "apply_bind",
+    "capabilities",
+    "kill_group",
+    "port_in_use",
+    "processes_in_group",
+]
+
+BASES = {"tcp": "multiprocTCPBase", "local": "simpleSystemBase"}
+
+_bind: str | None = None
+_patched = False
+
+
+def apply_bind(address: str) -> None:
+    """Make every Thespian socket created from now on (in this process and its forks) bind
+    ``address`` and advertise it. ``0.0.0.0`` or ``""`` restores Thespian's all-interfaces
+    behaviour (multi-host; only on a trusted network)."""
+    global _bind, _patched
+    all_interfaces = address in ("", "0.0.0.0")
+    _bind = None if all_interfaces else address
+    if not all_interfaces:
+        os.environ["THESPIAN_BASE_IPADDR"] = address
+    if _patched:
+        return
+    from thespian.system.transport import IPBase
+
+    original = IPBase.IPActorAddress.__init__
+
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        original(self, *args, **kwargs)
+        if _bind is not None:
+            self.bindname = (_bind, self.bindname[1])
+
+    IPBase.IPActorAddress.__init__ = __init__
+    _patched = True
+
+
+def capabilities(transport: str, admin_port: int) -> dict[str, Any]:
+    if transport == "tcp":
+        return {"Admin Port": admin_port}
+    return {}
+
+
+def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
+    """True if something listens on (or holds) ``host:port``; Thespian would attach to it."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind((host, port))
+        except OSError:
+            return True
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.settimeout(0.2)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def processes_in_group(pgid: int) -> list[int]:
+    """PIDs of live (non-zombie) processes whose process group is ``pgid``."""
+    import psutil
+
+    found = []
+    for proc in psutil.process_iter(["pid", "status"]):
+        try:
+            if proc.info["status"] == psutil.STATUS_ZOMBIE:
+                continue
+            if os.getpgid(proc.info["pid"]) == pgid:
+                found.append(proc.info["pid"])
+        except (ProcessLookupError, psutil.Error, PermissionError):
+            continue
+    return found
+
+
+def kill_group(pgid: int) -> None:
+    """SIGKILL a whole actor system: the admin ``setsid()``s, so it owns one process group.
+
+    Refuses to signal our own group (that would kill the host application)."""
+    if pgid <= 1 or pgid == os.getpgid(0):
+        return
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signal.SIGKILL)

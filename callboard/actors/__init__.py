@@ -1,0 +1,6 @@
+"""Actors: the :class:`Actor` base users subclass, ``@handler``, and the runtime that hosts them."""
+
+from callboard.actors._actor import Actor, handler
+from callboard.actors._tasks import Future
+
+__all__ = ["Actor", "Future", "handler"]

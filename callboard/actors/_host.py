@@ -1,0 +1,164 @@
+"""``ActorHost``: the Thespian actor that hosts one callboard actor in its process.
+
+A thin shell: it turns Thespian deliveries into :class:`ActorRuntime` calls and gives the
+runtime a port to send through. Every callboard worker process runs this class; which
+user class it hosts arrives in the first message (:class:`~callboard._control.InitActor`).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from typing import Any
+
+from thespian.actors import (
+    Actor as ThespianActor,
+)
+from thespian.actors import (
+    ActorExitRequest,
+    ChildActorExited,
+    DeadEnvelope,
+    PoisonMessage,
+    WakeupMessage,
+)
+
+from callboard._control import Booting, DirectoryUpdate, Exiting, InitActor, Started, StartRefused
+from callboard.actors._runtime import ActorRuntime, load_actor_class
+from callboard.observability import logging as cblog
+from callboard.observability import metrics as cbmetrics
+
+__all__ = ["ActorHost", "process_setup"]
+
+
+def process_setup(actor_id: str, settings: Any) -> Any:
+    """Per-process observability setup after fork: metrics files, log fields, title."""
+    if settings.in_process:
+        return cblog.get_logger(actor=actor_id, system=settings.system_name)
+    if settings.metrics_dir:
+        cbmetrics.enable_multiprocess(settings.metrics_dir)
+    cblog.configure_logging(
+        settings.log_level, settings.log_file or None,
+        actor=actor_id, pid=os.getpid(), system=settings.system_name,
+    )  # fmt: skip
+    try:
+        import setproctitle
+
+        setproctitle.setproctitle(f"callboard[{settings.system_name}] {actor_id}")
+    except ImportError:  # optional: only makes `ps` output readable
+        pass
+    return cblog.get_logger()
+
+
+class _Hooks:
+    __slots__ = ("_id", "_log", "_m")
+
+    def __init__(self, actor_id: str, log: Any) -> None:
+        self._id = actor_id
+        self._m = cbmetrics.actor_metrics()
+        self._log = log
+
+    def handled(self, message_type: str, seconds: float) -> None:
+        self._m.handled(self._id, message_type, seconds)
+
+    def error(self, message_type: str, code: str) -> None:
+        self._m.error(self._id, message_type, code)
+
+    def invalid(self, reason: str, detail: str) -> None:
+        self._m.invalid(self._id, reason)
+
+    def dropped(self, why: str, message_type: str) -> None:
+        self._m.dead_letter(self._id)
+        self._log.debug("message_dropped", why=why, message_type=message_type)
+
+
+class ActorHost(ThespianActor):  # type: ignore[misc]
+    """Thespian actor class of every callboard worker process."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._rt: ActorRuntime | None = None
+        self._parent: Any = None
+        self._id = "?"
+        self._log: Any = None
+
+    # Port --------------------------------------------------------------------------------
+
+    def call_later(self, delay: float, key: str) -> None:
+        self.wakeupAfter(dt.timedelta(seconds=max(0.0, delay)), payload=key)
+
+    def leave(self, reason: str, detail: str) -> None:
+        if self._parent is not None:
+            self.send(self._parent, Exiting(self._id, reason, detail))
+        self.send(self.myAddress, ActorExitRequest())
+
+    # Thespian entry point ----------------------------------------------------------------
+
+    def receiveMessage(self, msg: Any, sender: Any) -> None:
+        # Nothing may escape: Thespian would retry the message, then bounce it as a
+        # PoisonMessage and keep a possibly broken actor alive. A bug here is a crash.
+        try:
+            self._receive(msg, sender)
+        except Exception as exc:
+            if self._log is not None:
+                self._log.exception("runtime_failure", error=f"{type(exc).__name__}: {exc}")
+            if self._rt is not None and self._rt.state != "exiting":
+                self._rt.state = "exiting"
+                self.leave("error", f"runtime failure: {type(exc).__name__}: {exc}")
+
+    def _receive(self, msg: Any, sender: Any) -> None:
+        rt = self._rt
+        if isinstance(msg, bytes) and rt is not None:
+            rt.on_frame(msg, sender)
+        elif isinstance(msg, WakeupMessage):
+            if rt is not None and isinstance(msg.payload, str):
+                rt.on_timer(msg.payload)
+        elif isinstance(msg, DirectoryUpdate):
+            if rt is not None:
+                rt.on_directory(msg.entries, msg.removed)
+        elif isinstance(msg, InitActor):
+            self._init(msg, sender)
+        elif isinstance(msg, ActorExitRequest):
+            if rt is not None:
+                rt.shutdown("shutdown")
+        elif isinstance(msg, ChildActorExited | DeadEnvelope | PoisonMessage):
+            if self._log is not None:
+                self._log.warning("undeliverable", kind=type(msg).__name__)
+        elif rt is not None:
+            rt.on_frame(msg, sender)  # not bytes: the runtime answers invalid_message
+        elif isinstance(msg, bytes):
+            pass  # before InitActor nobody can know our name; cannot happen via callboard
+
+    def _init(self, msg: InitActor, sender: Any) -> None:
+        if self._rt is not None:
+            return
+        self._parent = sender
+        self._id = msg.id
+        self.send(sender, Booting(msg.id, os.getpid()))
+        try:
+            self._log = process_setup(msg.id, msg.settings)
+            rt = ActorRuntime(
+                msg.id,
+                load_actor_class(msg.actor),
+                msg.args,
+                self,
+                msg.directory,
+                max_frame_bytes=msg.settings.max_frame_bytes,
+                ask_timeout=msg.settings.ask_timeout,
+                hooks=_Hooks(msg.id, self._log),
+                logger=self._log,
+            )
+            self._rt = rt
+            rt.start()
+        except Exception as exc:
+            reason = f"{type(exc).__name__}: {exc}"
+            if self._log is not None:
+                self._log.error("start_failed", error=reason)
+            self.send(sender, StartRefused(msg.id, reason))
+            self.send(self.myAddress, ActorExitRequest())
+            if self._rt is not None:
+                self._rt.state = "exiting"
+            return
+        cbmetrics.actor_metrics().started(msg.id)
+        self._log.info("actor_started", actor_class=msg.actor)
+        self.send(sender, Started(msg.id, os.getpid()))
+        rt.leave_if_requested()  # the actor called self.stop() in on_start

@@ -1,0 +1,487 @@
+"""``ActorRuntime``: hosts one :class:`~callboard.Actor` behind a transport-neutral port.
+
+This is the envelope path, a chain of small steps: decode -> validate -> route (reply or
+request) -> check target and deadline -> decode payload -> dispatch -> reply. It knows
+nothing of Thespian: the shell (``_host.ActorHost``) hands it frames and timer ticks and
+gives it a :class:`Port` to send through, so the whole path is unit-testable in-process.
+"""
+
+from __future__ import annotations
+
+import importlib
+import time
+import traceback
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from pydantic import ValidationError
+
+from callboard import errors
+from callboard.actors._actor import Actor
+from callboard.actors._tasks import Future, Task
+from callboard.errors import (
+    AskTimeout,
+    BusinessError,
+    InvalidMessage,
+    NoSuchActor,
+    RemoteError,
+)
+from callboard.messages import (
+    Envelope,
+    ErrorReply,
+    Message,
+    child_traceparent,
+    decode_envelope,
+    decode_payload,
+    encode,
+    new_id,
+    peek_id,
+)
+from callboard.messages._errors import Nothing
+
+__all__ = ["ActorRuntime", "Hooks", "Port", "load_actor_class", "reply_value"]
+
+Address = Any
+RESTARTING = "restarting"
+
+
+class Port(Protocol):
+    """What the runtime needs from its transport shell."""
+
+    def send(self, address: Address, frame: bytes) -> None:
+        """Queue ``frame`` for ``address`` (an opaque transport address)."""
+
+    def call_later(self, delay: float, key: str) -> None:
+        """Call ``runtime.on_timer(key)`` after ``delay`` seconds."""
+
+    def leave(self, reason: str, detail: str) -> None:
+        """Tell the parent why, then end this actor after queued sends go out."""
+
+
+class Hooks(Protocol):
+    """Observability callbacks (metrics and logs); the shell wires the real ones."""
+
+    def handled(self, message_type: str, seconds: float) -> None: ...
+    def error(self, message_type: str, code: str) -> None: ...
+    def invalid(self, reason: str, detail: str) -> None: ...
+    def dropped(self, why: str, message_type: str) -> None: ...
+
+
+class _NoHooks:
+    def handled(self, message_type: str, seconds: float) -> None:
+        pass
+
+    def error(self, message_type: str, code: str) -> None:
+        pass
+
+    def invalid(self, reason: str, detail: str) -> None:
+        pass
+
+    def dropped(self, why: str, message_type: str) -> None:
+        pass
+
+
+def load_actor_class(path: str) -> type[Actor]:
+    """Import ``"pkg.module:Class"`` and check it is an :class:`Actor` subclass."""
+    module_name, _, attr = path.partition(":")
+    cls = getattr(importlib.import_module(module_name), attr)
+    if not (isinstance(cls, type) and issubclass(cls, Actor)):
+        raise TypeError(f"{path} is not a callboard.Actor subclass")
+    return cls
+
+
+def reply_value(env: Envelope) -> Any:
+    """Turn a decoded reply/error envelope into the asker's result, or raise."""
+    if env.kind == "error":
+        err = ErrorReply.from_wire(env.version, env.payload)
+        assert isinstance(err, ErrorReply)
+        raise RemoteError(err.code, err.message, err.details)
+    msg = decode_payload(env)
+    return None if isinstance(msg, Nothing) else msg
+
+
+class ActorRuntime:
+    """One hosted actor: its handler dispatch, in-flight requests, timers and exit.
+
+    States: ``new`` -> ``running`` (after :meth:`start`) -> ``exiting``. Frames arriving
+    while exiting get a ``stopping`` error (asks) or are counted as dropped (tells).
+    """
+
+    def __init__(
+        self,
+        actor_id: str,
+        actor_cls: type[Actor],
+        args: dict[str, Any],
+        port: Port,
+        directory: dict[str, Address | None],
+        *,
+        max_frame_bytes: int,
+        ask_timeout: float,
+        hooks: Hooks | None = None,
+        logger: Any = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.id = actor_id
+        self.state = "new"
+        self.directory = dict(directory)
+        self._cls = actor_cls
+        self._raw_args = args
+        self._port = port
+        self._max = max_frame_bytes
+        self._ask_timeout = ask_timeout
+        self._hooks: Hooks = hooks or _NoHooks()
+        self._log = logger
+        self._clock = clock
+        self._pending: dict[str, tuple[Future[Any], str]] = {}  # request id -> (future, type)
+        self._timers: dict[str, Callable[[], None]] = {}
+        self._tasks: dict[int, tuple[Task, Envelope, Address]] = {}
+        self._current: Envelope | None = None  # the envelope whose handler code is running
+        self._stop_reason: str | None = None
+        self.actor: Actor | None = None
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Instantiate the actor, validate its args, run ``on_start``; raise on failure."""
+        actor = self._cls.__new__(self._cls)
+        actor.id = self.id
+        actor._runtime = self
+        actor.log = self._log
+        if self._cls.Args is not None:
+            try:
+                actor.args = self._cls.Args.model_validate(self._raw_args)
+            except ValidationError as exc:
+                raise ValueError(f"invalid args: {exc}") from None
+        else:
+            actor.args = dict(self._raw_args)
+        actor.__init__()  # type: ignore[misc]
+        self._cls.handlers()  # resolve annotations now: a bad handler is a failed start
+        self.actor = actor
+        actor.on_start()
+        self.state = "running"
+
+    def shutdown(self, reason: str = "shutdown") -> None:
+        """The supervisor asked us to stop: fail in-flight work, run ``on_stop``."""
+        if self.state == "exiting":
+            return
+        self.state = "exiting"
+        self._abort_inflight()
+        self._run_on_stop(reason)
+
+    # -- inbound --------------------------------------------------------------------------
+
+    def on_frame(self, frame: Any, sender: Address) -> None:
+        """Handle one inbound frame from ``sender``; never raises."""
+        try:
+            env = decode_envelope(frame, self._max)
+        except InvalidMessage as exc:
+            self._reject(exc, sender, causation_id=peek_id(frame), expects_reply=True)
+            return
+        if env.kind == "reply" or env.kind == "error":
+            self._on_reply(env)
+            return
+        if self.state != "running":
+            self._refuse(env, sender, errors.STOPPING, f"{self.id} is stopping")
+            return
+        if env.target is not None and env.target != self.id:
+            # A stale address now reused by another actor: say so, so the sender re-resolves.
+            self._refuse(env, sender, errors.NO_SUCH_ACTOR, f"this is {self.id}, not {env.target}")
+            return
+        if env.deadline is not None and env.deadline < self._clock():
+            self._hooks.dropped("expired", env.type)  # the asker has given up already
+            return
+        try:
+            msg = decode_payload(env)
+        except InvalidMessage as exc:
+            self._reject(exc, sender, env.id, env.kind == "ask", env)
+            return
+        self._dispatch(env, msg, sender)
+
+    def on_timer(self, key: str) -> None:
+        fn = self._timers.pop(key, None)
+        if fn is not None:
+            fn()
+
+    def on_directory(self, entries: dict[str, Address | None], removed: tuple[str, ...]) -> None:
+        self.directory.update(entries)
+        for name in removed:
+            self.directory.pop(name, None)
+
+    # -- dispatch -------------------------------------------------------------------------
+
+    def _dispatch(self, env: Envelope, msg: Message, sender: Address) -> None:
+        actor = self.actor
+        assert actor is not None
+        found = self._cls.handler_for(type(msg))
+        if found is None:
+            exc = InvalidMessage("unhandled", f"{self.id} has no handler for {env.type}")
+            self._reject(exc, sender, env.id, env.kind == "ask", env)
+            return
+        fn, is_async = found
+        started = time.perf_counter()
+        if is_async:
+            task = Task(
+                fn(actor, msg),
+                lambda value, exc: self._task_done(task, value, exc, started),
+                context=env,
+                on_step=self._enter_task,
+            )
+            self._tasks[id(task)] = (task, env, sender)
+            task.start()
+            return
+        self._current = env
+        try:
+            result = fn(actor, msg)
+        except BaseException as exc:
+            self._current = None
+            self._finish(env, sender, None, exc, started)
+        else:
+            self._current = None
+            self._finish(env, sender, result, None, started)
+
+    def _enter_task(self, task: Task, entering: bool) -> None:
+        self._current = task.context if entering else None
+
+    def _task_done(self, task: Task, value: Any, exc: BaseException | None, started: float) -> None:
+        entry = self._tasks.pop(id(task), None)
+        if entry is None:
+            return
+        _, env, sender = entry
+        self._finish(env, sender, value, exc, started)
+
+    def _finish(
+        self, env: Envelope, sender: Address, value: Any, exc: BaseException | None, started: float
+    ) -> None:
+        elapsed = time.perf_counter() - started
+        if exc is None:
+            if value is not None and not isinstance(value, Message):
+                exc = TypeError(
+                    f"handler for {env.type} returned {type(value).__name__}, not a Message"
+                )
+            else:
+                self._hooks.handled(env.type, elapsed)
+                if env.kind == "ask":
+                    self._reply(env, sender, value if value is not None else Nothing())
+                self.leave_if_requested()
+                return
+        if isinstance(exc, BusinessError):
+            self._hooks.handled(env.type, elapsed)
+            self._hooks.error(env.type, exc.code)
+            if env.kind == "ask":
+                self._send_error(env, sender, exc.code, str(exc), exc.details)
+            self.leave_if_requested()
+            return
+        if isinstance(exc, _Aborted):
+            return  # the actor is exiting and the asker has been told already
+        self._crash(env, sender, exc)
+
+    def _crash(self, env: Envelope, sender: Address, exc: BaseException) -> None:
+        """Let it crash: answer the asker, tell the parent why, leave."""
+        self._hooks.error(env.type, errors.CRASHED)
+        detail = f"{type(exc).__name__}: {exc}"
+        if self._log is not None:
+            self._log.error(
+                "handler_crashed",
+                message_type=env.type,
+                correlation_id=env.correlation_id,
+                error=detail,
+                traceback="".join(traceback.format_exception(exc)),
+            )
+        if env.kind == "ask":
+            self._send_error(
+                env, sender, errors.CRASHED, str(exc) or type(exc).__name__,
+                {"exception": type(exc).__name__, "actor": self.id},
+            )  # fmt: skip
+        if self.state == "exiting":
+            return
+        self.state = "exiting"
+        self._abort_inflight()
+        self._run_on_stop("error")
+        self._port.leave("error", detail)
+
+    def request_stop(self, reason: str) -> None:
+        if reason not in ("normal", "shutdown"):
+            raise ValueError("an actor stops itself with reason 'normal' or 'shutdown'")
+        self._stop_reason = reason
+        if self._current is None and self.state == "running":
+            self.leave_if_requested()  # called outside a handler (e.g. in on_start): leave now
+
+    def leave_if_requested(self) -> None:
+        if self._stop_reason is None or self.state != "running":
+            return
+        reason = self._stop_reason
+        self.state = "exiting"
+        self._abort_inflight()
+        self._run_on_stop(reason)
+        self._port.leave(reason, "")
+
+    def _run_on_stop(self, reason: str) -> None:
+        if self.actor is None:
+            return
+        try:
+            self.actor.on_stop(reason)
+        except Exception as exc:  # on_stop failing must not stop the exit
+            if self._log is not None:
+                self._log.error("on_stop_failed", error=f"{type(exc).__name__}: {exc}")
+
+    def _abort_inflight(self) -> None:
+        for task, env, sender in list(self._tasks.values()):
+            if env.kind == "ask":
+                self._send_error(env, sender, errors.STOPPING, f"{self.id} is stopping")
+            task.cancel(_Aborted())
+        self._tasks.clear()
+        for fut, _ in self._pending.values():
+            fut.set_exception(_Aborted())
+        self._pending.clear()
+        self._timers.clear()
+
+    # -- outbound -------------------------------------------------------------------------
+
+    def _resolve(self, target: str) -> Address:
+        if target not in self.directory:
+            raise NoSuchActor(target)
+        address = self.directory[target]
+        if address is None:
+            raise RemoteError(RESTARTING, f"{target} is restarting", {"actor": target})
+        return address
+
+    def _outgoing(self, kind: str, target: str, msg: Message, deadline: float | None) -> Envelope:
+        cur = self._current
+        if cur is not None and cur.deadline is not None:
+            deadline = cur.deadline if deadline is None else min(deadline, cur.deadline)
+        msg_id = new_id()
+        return Envelope.model_construct(
+            kind=kind,
+            id=msg_id,
+            type=msg.type_name,
+            version=msg.version,
+            correlation_id=(cur.correlation_id or cur.id) if cur is not None else msg_id,
+            causation_id=cur.id if cur is not None else None,
+            deadline=deadline,
+            priority=cur.priority if cur is not None else 0,
+            traceparent=child_traceparent(cur.traceparent if cur is not None else None),
+            principal=cur.principal if cur is not None else None,
+            attempt=1,
+            target=target,
+            sender=self.id,
+            payload=msg,
+        )
+
+    def ask(self, target: str, msg: Message, timeout: float | None) -> Future[Any]:
+        fut: Future[Any] = Future()
+        timeout = self._ask_timeout if timeout is None else timeout
+        try:
+            address = self._resolve(target)
+            env = self._outgoing("ask", target, msg, self._clock() + timeout)
+            frame = encode(env, self._max)
+        except (NoSuchActor, RemoteError, InvalidMessage) as exc:
+            if isinstance(exc, NoSuchActor):
+                raise
+            fut.set_exception(exc)
+            return fut
+        assert env.deadline is not None
+        self._pending[env.id] = (fut, env.type)
+        self._port.send(address, frame)
+        key = "ask:" + env.id
+        self._timers[key] = lambda: self._expire(env.id, target)
+        self._port.call_later(max(0.0, env.deadline - self._clock()), key)
+        return fut
+
+    def _expire(self, request_id: str, target: str) -> None:
+        entry = self._pending.pop(request_id, None)
+        if entry is not None:
+            entry[0].set_exception(AskTimeout(f"no reply from {target} before the deadline"))
+
+    def tell(self, target: str, msg: Message) -> None:
+        address = self._resolve(target)
+        self._port.send(address, encode(self._outgoing("tell", target, msg, None), self._max))
+
+    def schedule(self, delay_s: float, msg: Message) -> None:
+        key = "sched:" + new_id()
+        env = self._outgoing("tell", self.id, msg, None)
+
+        def deliver() -> None:
+            if self.state == "running":
+                self._dispatch(env, msg, None)
+
+        self._timers[key] = deliver
+        self._port.call_later(delay_s, key)
+
+    def sleep(self, delay_s: float) -> Future[None]:
+        fut: Future[None] = Future()
+        key = "sleep:" + new_id()
+        self._timers[key] = lambda: fut.set_result(None)
+        self._port.call_later(delay_s, key)
+        return fut
+
+    def _on_reply(self, env: Envelope) -> None:
+        entry = self._pending.pop(env.causation_id or "", None)
+        if entry is None:
+            self._hooks.dropped("late_reply", env.type)  # its asker timed out already
+            return
+        self._timers.pop("ask:" + (env.causation_id or ""), None)
+        fut = entry[0]
+        try:
+            fut.set_result(reply_value(env))
+        except (RemoteError, InvalidMessage) as exc:
+            fut.set_exception(exc)
+
+    def _reply(self, req: Envelope, sender: Address, msg: Message) -> None:
+        env = Envelope.model_construct(
+            kind="reply", id=new_id(), type=msg.type_name, version=msg.version,
+            correlation_id=req.correlation_id, causation_id=req.id, deadline=None,
+            priority=req.priority, traceparent=req.traceparent, principal=req.principal,
+            attempt=1, target=req.sender, sender=self.id, payload=msg,
+        )  # fmt: skip
+        try:
+            frame = encode(env, self._max)
+        except InvalidMessage as exc:  # e.g. the reply is too big: tell the asker why
+            self._send_error(req, sender, exc.code, exc.message, exc.details)
+            return
+        if sender is not None:
+            self._port.send(sender, frame)
+
+    def _send_error(
+        self, req: Envelope | None, sender: Address, code: str, text: str,
+        details: dict[str, Any] | None = None, causation_id: str | None = None,
+    ) -> None:  # fmt: skip
+        if sender is None:
+            return
+        err = ErrorReply(code=code, message=text, details=details or {})
+        env = Envelope.model_construct(
+            kind="error", id=new_id(), type=err.type_name, version=err.version,
+            correlation_id=req.correlation_id if req else None,
+            causation_id=req.id if req else causation_id, deadline=None,
+            priority=req.priority if req else 0, traceparent=req.traceparent if req else None,
+            principal=None, attempt=1, target=req.sender if req else None, sender=self.id,
+            payload=err,
+        )  # fmt: skip
+        try:
+            frame = encode(env, self._max)
+        except InvalidMessage:  # details too large to send: send the bare code instead
+            env.payload = ErrorReply(code=code, message=text[:1000])
+            frame = encode(env)
+        self._port.send(sender, frame)
+
+    def _refuse(self, env: Envelope, sender: Address, code: str, text: str) -> None:
+        self._hooks.dropped(code, env.type)
+        if env.kind == "ask":
+            self._send_error(env, sender, code, text, {"actor": self.id})
+
+    def _reject(
+        self, exc: InvalidMessage, sender: Address, causation_id: str | None,
+        expects_reply: bool, env: Envelope | None = None,
+    ) -> None:  # fmt: skip
+        """Bad input: count it, log it, and tell the sender (never crash, never go silent)."""
+        self._hooks.invalid(exc.reason, exc.message)
+        if self._log is not None:
+            self._log.warning(
+                "invalid_message", reason=exc.reason, error=exc.message,
+                message_type=env.type if env else None, sender=env.sender if env else None,
+            )  # fmt: skip
+        if expects_reply:
+            self._send_error(env, sender, exc.code, exc.message, exc.details, causation_id)
+
+
+class _Aborted(Exception):
+    """Thrown into in-flight handler coroutines when the actor exits."""

@@ -1,0 +1,18 @@
+"""Configuration: the pydantic models, loading from TOML/dict/defaults, and dumping.
+
+>>> from callboard.config import load_config
+>>> load_config(env={}).system.admin_port
+1900
+"""
+
+from callboard.config._loader import dump_config, load_config
+from callboard.config._models import ChildSpec, Config, SupervisorSpec, SystemSettings
+
+__all__ = [
+    "ChildSpec",
+    "Config",
+    "SupervisorSpec",
+    "SystemSettings",
+    "dump_config",
+    "load_config",
+]

@@ -1,0 +1,373 @@
+"""``System``: start an actor tree from config, talk to it, stop it without leftovers.
+
+::
+
+    from callboard import System
+    with System.start("config.toml") as system:     # path | dict | Config | None (default)
+        reply = system.ask("echo", Ping(n=1), timeout=1.0)
+        system.tell("echo", Ping(n=2))
+
+Errors each call may raise:
+
+``System.start``  :class:`ConfigError` (invalid config), :class:`StartFailed` (admin port in
+                  use, a child failed to start: ``.child`` and ``.reason`` say which and why).
+``ask``           :class:`NoSuchActor` (at once), :class:`AskTimeout`, :class:`RemoteError`
+                  (``.code``: the handler's business code, ``crashed``, ``invalid_message``,
+                  ``restarting``, ``stopping``), :class:`InvalidMessage` (the message cannot
+                  be encoded or is over ``max_frame_bytes``), :class:`SystemFailed`,
+                  :class:`SystemNotRunning`.
+``tell``          the same as ``ask`` except timeouts and error replies: a tell is
+                  fire-and-forget (at most once).
+``stop``          nothing; it is idempotent and always leaves no process behind.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import os
+import queue
+import shutil
+import tempfile
+import threading
+import time
+import weakref
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from thespian.actors import ActorSystem, ExternalContext
+
+from callboard import _thespian
+from callboard._control import (
+    ActorSettings,
+    DirectoryReply,
+    GetDirectory,
+    StartTree,
+    StopTree,
+    TreeStarted,
+    TreeStartFailed,
+    TreeStopped,
+)
+from callboard.actors._runtime import reply_value
+from callboard.config import Config, load_config
+from callboard.errors import (
+    NO_SUCH_ACTOR,
+    AskTimeout,
+    NoSuchActor,
+    RemoteError,
+    StartFailed,
+    SystemFailed,
+    SystemNotRunning,
+)
+from callboard.messages import (
+    Envelope,
+    Message,
+    child_traceparent,
+    decode_envelope,
+    encode,
+    new_id,
+)
+from callboard.observability import metrics as cbmetrics
+from callboard.supervisors._supervisor import SupervisorActor
+
+__all__ = ["System"]
+
+_DEAD = object()  # the target address did not answer: re-resolve the name and resend
+_CONTROL_TIMEOUT = 5.0
+
+
+class System:
+    """A running actor system. Create it with :meth:`start`; safe to use from many threads."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.transport = config.system.transport
+        self.admin_port = config.system.admin_port
+        self.name = f"{self.transport}:{self.admin_port}" if self.transport == "tcp" else "local"
+        self._asys: Any = None
+        self._root: Any = None
+        self._directory: dict[str, Any] = {}
+        self._dir_lock = threading.Lock()
+        self._idle: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._contexts: list[Any] = []
+        self._ctx_lock = threading.Lock()
+        self._local_lock = threading.RLock()
+        self._state = "new"
+        self._failed: str | None = None
+        self.pgid: int | None = None
+        self.started_at = 0.0
+        self._workdir = Path(tempfile.mkdtemp(prefix="callboard-"))
+        self.metrics_dir = self._workdir / "metrics"
+        self.metrics_dir.mkdir()
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    @classmethod
+    def start(cls, config: str | os.PathLike[str] | Mapping[str, Any] | Config | None = None) -> System:
+        """Load ``config``, start the actor system and the supervision tree, and return once
+        every child has confirmed it runs. On failure nothing is left running."""
+        system = cls(load_config(config))
+        try:
+            system._boot()
+        except BaseException:
+            system.stop()
+            raise
+        return system
+
+    def _boot(self) -> None:
+        cfg = self.config.system
+        if self.transport == "tcp":
+            if _thespian.port_in_use(cfg.admin_port, cfg.bind or "127.0.0.1"):
+                raise StartFailed(
+                    "system",
+                    f"admin port {cfg.admin_port} is already in use (Thespian would silently "
+                    "attach to whatever listens there); choose another [system] admin_port",
+                )
+            _thespian.apply_bind(cfg.bind)
+            os.environ["THESPLOG_FILE"] = str(self._workdir / "thespian.log")
+        self._asys = ActorSystem(
+            _thespian.BASES[self.transport],
+            _thespian.capabilities(self.transport, cfg.admin_port),
+            logDefs=_THESPIAN_LOG_DEFS if self.transport == "tcp" else False,
+            transientUnique=True,
+        )
+        self._state = "starting"
+        self._root = self._asys.createActor(SupervisorActor)
+        settings = ActorSettings(
+            max_frame_bytes=cfg.max_frame_bytes,
+            ask_timeout=cfg.ask_timeout,
+            log_level=cfg.log_level,
+            log_file=cfg.log_file,
+            metrics_dir=str(self.metrics_dir) if self.transport == "tcp" else "",
+            system_name=self.name,
+            in_process=self.transport != "tcp",
+        )
+        reply = self._asys.ask(
+            self._root,
+            StartTree(self.config.supervisor, settings, cfg.start_timeout),
+            cfg.start_timeout * max(1, len(self.config.supervisor.children)) + _CONTROL_TIMEOUT,
+        )
+        if isinstance(reply, TreeStartFailed):
+            raise StartFailed(reply.child, reply.reason)
+        if not isinstance(reply, TreeStarted):
+            raise StartFailed("root", f"no answer from the root supervisor ({reply!r})")
+        self._directory = dict(reply.directory)
+        self.pgid = reply.pgid if self.transport == "tcp" else None
+        self._state = "running"
+        self.started_at = time.time()
+        _live_systems.add(self)
+
+    def stop(self) -> None:
+        """Stop every actor in reverse start order within its ``shutdown`` time (SIGKILL
+        after it), shut Thespian down, and kill anything of this system still alive."""
+        if self._state in ("stopped", "stopping"):
+            return
+        was = self._state
+        self._state = "stopping"
+        try:
+            if self._asys is not None and self._root is not None and was in ("running", "starting"):
+                with contextlib.suppress(Exception):
+                    self._asys.ask(self._root, StopTree(), self._stop_budget())
+        finally:
+            try:
+                for ctx in self._contexts:
+                    with contextlib.suppress(Exception):
+                        ctx.exit_clone()
+                if self._asys is not None:
+                    with contextlib.suppress(Exception):
+                        self._asys.shutdown()
+            finally:
+                self._reap()
+                self._state = "stopped"
+                _live_systems.discard(self)
+                shutil.rmtree(self._workdir, ignore_errors=True)
+
+    def _stop_budget(self) -> float:
+        total = 0.0
+        for child in self.config.supervisor.children:
+            if child.shutdown == "infinity":
+                return 24 * 3600.0
+            total += 0.0 if child.shutdown == "brutal_kill" else float(child.shutdown)
+        return total + _CONTROL_TIMEOUT
+
+    def _reap(self) -> None:
+        """Last resort: whatever of our process group survived Thespian's shutdown dies."""
+        if self.pgid is None:
+            return
+        deadline = time.monotonic() + 1.0
+        while _thespian.processes_in_group(self.pgid) and time.monotonic() < deadline:
+            time.sleep(0.02)  # Thespian's own exits are in flight; give them a moment
+        if _thespian.processes_in_group(self.pgid):
+            _thespian.kill_group(self.pgid)
+            deadline = time.monotonic() + 2.0
+            while _thespian.processes_in_group(self.pgid) and time.monotonic() < deadline:
+                time.sleep(0.01)
+
+    def __enter__(self) -> System:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    @property
+    def running(self) -> bool:
+        return self._state == "running"
+
+    # -- talking ------------------------------------------------------------------------------
+
+    def ask(self, target: str, msg: Message, timeout: float | None = None) -> Any:
+        """Send ``msg`` to the actor named ``target`` and wait for its reply (a Message, or
+        ``None`` when the handler returned nothing). See the module docstring for errors."""
+        self._check()
+        timeout = self.config.system.ask_timeout if timeout is None else timeout
+        deadline = time.time() + timeout
+        env = self._envelope("ask", target, msg, deadline)
+        frame = encode(env, self.config.system.max_frame_bytes)
+        with self._context() as ctx:
+            for attempt in range(4):
+                address = self._resolve(target, ctx, refresh=attempt > 0)
+                result = self._exchange(ctx, address, frame, env.id, deadline)
+                if result is not _DEAD:
+                    return result
+                if time.time() >= deadline:
+                    break
+        raise AskTimeout(f"no reply from {target} within {timeout}s")
+
+    def tell(self, target: str, msg: Message) -> None:
+        """Send ``msg`` to ``target`` without waiting (at most once)."""
+        self._check()
+        frame = encode(self._envelope("tell", target, msg, None), self.config.system.max_frame_bytes)
+        with self._context() as ctx:
+            ctx.tell(self._resolve(target, ctx), frame)
+
+    def metrics(self) -> bytes:
+        """Prometheus text exposition covering every actor process of this system."""
+        if self.transport == "tcp":
+            return cbmetrics.collect(self.metrics_dir)
+        from prometheus_client import generate_latest
+
+        return bytes(generate_latest(cbmetrics.actor_metrics().registry))
+
+    def directory(self) -> dict[str, int | None]:
+        """Actor name -> pid (``None`` while restarting), fresh from the root supervisor."""
+        self._check()
+        with self._context() as ctx:
+            reply = self._refresh(ctx)
+        return {name: reply.pids.get(name) for name in reply.directory}
+
+    # -- internals ------------------------------------------------------------------------------
+
+    def _check(self) -> None:
+        if self._failed is not None:
+            raise SystemFailed(self._failed)
+        if self._state != "running":
+            raise SystemNotRunning(f"the system is {self._state}")
+
+    def _envelope(self, kind: str, target: str, msg: Message, deadline: float | None) -> Envelope:
+        msg_id = new_id()
+        return Envelope.model_construct(
+            kind=kind, id=msg_id, type=msg.type_name, version=msg.version,
+            correlation_id=msg_id, causation_id=None, deadline=deadline, priority=0,
+            traceparent=child_traceparent(None), principal=None, attempt=1, target=target,
+            sender=None, payload=msg,
+        )  # fmt: skip
+
+    @contextlib.contextmanager
+    def _context(self) -> Iterator[Any]:
+        """A Thespian endpoint for this thread's call: Thespian's are not thread-safe, so
+        each concurrent caller borrows its own (created on demand, reused afterwards)."""
+        if self.transport != "tcp":
+            with self._local_lock:
+                yield self._asys
+            return
+        try:
+            ctx = self._idle.get_nowait()
+        except queue.Empty:
+            with self._ctx_lock:
+                if self._state != "running":
+                    raise SystemNotRunning(f"the system is {self._state}") from None
+                ctx = ExternalContext(self._asys._systemBase.external_clone())
+                self._contexts.append(ctx)
+        try:
+            yield ctx
+        finally:
+            self._idle.put(ctx)
+
+    def _resolve(self, target: str, ctx: Any, refresh: bool = False) -> Any:
+        if refresh or target not in self._directory:
+            self._refresh(ctx)
+        if target not in self._directory:
+            raise NoSuchActor(target)
+        address = self._directory[target]
+        if address is None:
+            raise RemoteError("restarting", f"{target} is restarting", {"actor": target})
+        return address
+
+    def _refresh(self, ctx: Any) -> DirectoryReply:
+        reply = ctx.ask(self._root, GetDirectory(), _CONTROL_TIMEOUT)
+        if not isinstance(reply, DirectoryReply):
+            self._failed = "the root supervisor does not answer"
+            raise SystemFailed(self._failed)
+        if reply.failed:
+            self._failed = reply.failed
+            raise SystemFailed(reply.failed)
+        with self._dir_lock:
+            self._directory = dict(reply.directory)
+        return reply
+
+    def _exchange(self, ctx: Any, address: Any, frame: bytes, req_id: str, deadline: float) -> Any:
+        remaining = deadline - time.time()
+        if remaining <= 0:
+            raise AskTimeout("the deadline passed before the request was sent")
+        answer = ctx.ask(address, frame, remaining)
+        while True:
+            if answer is None:
+                # Thespian answers None both on timeout and, quickly, for a dead address.
+                return _DEAD if time.time() < deadline - 0.002 else _timeout()
+            if isinstance(answer, bytes):
+                env = decode_envelope(answer)
+                if env.causation_id == req_id:
+                    if env.kind == "error" and _error_code(env) == NO_SUCH_ACTOR:
+                        return _DEAD
+                    return reply_value(env)
+            # A late reply to an earlier, timed-out call on this endpoint: skip it.
+            remaining = deadline - time.time()
+            if remaining <= 0:
+                return _timeout()
+            answer = ctx.listen(remaining)
+
+
+def _timeout() -> Any:
+    raise AskTimeout("no reply before the deadline")
+
+
+def _error_code(env: Envelope) -> str | None:
+    payload = env.payload
+    return payload.get("code") if isinstance(payload, dict) else None
+
+
+# Thespian's stdlib logging (in its logger process): errors only; callboard logs itself.
+_THESPIAN_LOG_DEFS: dict[str, Any] = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"stderr": {"class": "logging.StreamHandler", "level": "ERROR"}},
+    "root": {"level": "ERROR", "handlers": ["stderr"]},
+}
+
+_live_systems: weakref.WeakSet[System] = weakref.WeakSet()
+
+
+@atexit.register
+def _stop_all() -> None:
+    # A host that exits without stop() would otherwise leave the whole tree running:
+    # Thespian's admin is a daemon in its own session.
+    for system in list(_live_systems):
+        with contextlib.suppress(Exception):
+            system.stop()
