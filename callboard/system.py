@@ -48,7 +48,6 @@ from callboard._control import (
     StopTree,
     TreeStarted,
     TreeStartFailed,
-    TreeStopped,
 )
 from callboard.actors._runtime import reply_value
 from callboard.config import Config, load_config
@@ -76,6 +75,7 @@ __all__ = ["System"]
 
 _DEAD = object()  # the target address did not answer: re-resolve the name and resend
 _CONTROL_TIMEOUT = 5.0
+_LEAVING = frozenset({"crashed", "stopping"})
 
 
 class System:
@@ -105,7 +105,9 @@ class System:
     # -- lifecycle ----------------------------------------------------------------------------
 
     @classmethod
-    def start(cls, config: str | os.PathLike[str] | Mapping[str, Any] | Config | None = None) -> System:
+    def start(
+        cls, config: str | os.PathLike[str] | Mapping[str, Any] | Config | None = None
+    ) -> System:
         """Load ``config``, start the actor system and the supervision tree, and return once
         every child has confirmed it runs. On failure nothing is left running."""
         system = cls(load_config(config))
@@ -233,7 +235,13 @@ class System:
         with self._context() as ctx:
             for attempt in range(4):
                 address = self._resolve(target, ctx, refresh=attempt > 0)
-                result = self._exchange(ctx, address, frame, env.id, deadline)
+                try:
+                    result = self._exchange(ctx, address, frame, env.id, deadline)
+                except RemoteError as exc:
+                    if exc.code in _LEAVING:  # that process is going: look it up afresh
+                        with self._dir_lock:
+                            self._directory.pop(target, None)
+                    raise
                 if result is not _DEAD:
                     return result
                 if time.time() >= deadline:
@@ -243,7 +251,9 @@ class System:
     def tell(self, target: str, msg: Message) -> None:
         """Send ``msg`` to ``target`` without waiting (at most once)."""
         self._check()
-        frame = encode(self._envelope("tell", target, msg, None), self.config.system.max_frame_bytes)
+        frame = encode(
+            self._envelope("tell", target, msg, None), self.config.system.max_frame_bytes
+        )
         with self._context() as ctx:
             ctx.tell(self._resolve(target, ctx), frame)
 
@@ -301,7 +311,7 @@ class System:
             self._idle.put(ctx)
 
     def _resolve(self, target: str, ctx: Any, refresh: bool = False) -> Any:
-        if refresh or target not in self._directory:
+        if refresh or self._directory.get(target) is None:  # unknown or restarting: ask again
             self._refresh(ctx)
         if target not in self._directory:
             raise NoSuchActor(target)

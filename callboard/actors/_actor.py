@@ -94,7 +94,7 @@ class Actor:
         return self._runtime.ask(target, msg, timeout)
 
     def tell(self, target: str, msg: Message) -> None:
-        """Send a message expecting no reply. Unknown names raise :class:`~callboard.NoSuchActor`."""
+        """Send without waiting for a reply; an unknown name raises :class:`~callboard.NoSuchActor`."""
         self._runtime.tell(target, msg)
 
     def schedule(self, delay_s: float, msg: Message) -> None:
@@ -104,6 +104,12 @@ class Actor:
     def sleep(self, delay_s: float) -> Future[None]:
         """``await self.sleep(s)``: resume after ``s`` seconds; other messages run meanwhile."""
         return self._runtime.sleep(delay_s)
+
+    def remaining(self) -> float | None:
+        """Seconds left before the deadline of the message being handled (``None``: none).
+
+        Use it to budget work: a request that cannot finish in time is better refused."""
+        return self._runtime.remaining()
 
     def stop(self, reason: str = "normal") -> None:
         """Exit on purpose once the current handler returns (``normal`` or ``shutdown``)."""
@@ -132,7 +138,7 @@ class Actor:
         """The handler for ``msg_type`` or its nearest message base class, if any."""
         table = cls.handlers()
         for klass in msg_type.__mro__:
-            found = table.get(klass)  # type: ignore[call-overload]
+            found = table.get(klass)
             if found is not None:
                 if klass is not msg_type:
                     table[msg_type] = found  # cache the subclass hit

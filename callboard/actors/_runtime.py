@@ -133,7 +133,7 @@ class ActorRuntime:
         self._log = logger
         self._clock = clock
         self._pending: dict[str, tuple[Future[Any], str]] = {}  # request id -> (future, type)
-        self._timers: dict[str, Callable[[], None]] = {}
+        self._timers: dict[str, Callable[[], object]] = {}
         self._tasks: dict[int, tuple[Task, Envelope, Address]] = {}
         self._current: Envelope | None = None  # the envelope whose handler code is running
         self._stop_reason: str | None = None
@@ -287,17 +287,26 @@ class ActorRuntime:
                 error=detail,
                 traceback="".join(traceback.format_exception(exc)),
             )
+        leaving = self.state != "exiting"
+        if leaving:
+            # The parent hears first, so that by the time the asker reacts to the error
+            # reply the supervisor already lists this actor as restarting.
+            self.state = "exiting"
+            self._port.leave("error", detail)
         if env.kind == "ask":
             self._send_error(
                 env, sender, errors.CRASHED, str(exc) or type(exc).__name__,
                 {"exception": type(exc).__name__, "actor": self.id},
             )  # fmt: skip
-        if self.state == "exiting":
-            return
-        self.state = "exiting"
-        self._abort_inflight()
-        self._run_on_stop("error")
-        self._port.leave("error", detail)
+        if leaving:
+            self._abort_inflight()
+            self._run_on_stop("error")
+
+    def remaining(self) -> float | None:
+        cur = self._current
+        if cur is None or cur.deadline is None:
+            return None
+        return cur.deadline - self._clock()
 
     def request_stop(self, reason: str) -> None:
         if reason not in ("normal", "shutdown"):

@@ -82,7 +82,7 @@ class Task:
     deadline and trace ids outgoing requests inherit).
     """
 
-    __slots__ = ("_coro", "_on_done", "_on_step", "context", "finished")
+    __slots__ = ("_coro", "_on_done", "_on_step", "_waiting", "context", "finished")
 
     def __init__(
         self,
@@ -96,6 +96,7 @@ class Task:
         self._on_step = on_step
         self.context = context
         self.finished = False
+        self._waiting: Future[Any] | None = None  # the future the coroutine is suspended on
 
     def start(self) -> None:
         self._step(None, None)
@@ -106,12 +107,15 @@ class Task:
             self._step(None, exc)
 
     def _resume(self, fut: Future[Any]) -> None:
+        if fut is not self._waiting:
+            return  # a future awaited before a cancel: the coroutine has moved on
         exc = fut.exception()
         self._step(None if exc is not None else fut.result(), exc)
 
     def _step(self, value: Any, exc: BaseException | None) -> None:
         if self.finished:
             return
+        self._waiting = None
         if self._on_step is not None:
             self._on_step(self, True)
         try:
@@ -133,6 +137,7 @@ class Task:
         finally:
             if self._on_step is not None:
                 self._on_step(self, False)
+        self._waiting = awaited
         awaited.add_done_callback(self._resume)
 
     def _finish(self, value: Any, exc: BaseException | None) -> None:

@@ -71,10 +71,22 @@ def encode(env: Envelope, max_bytes: int | None = None) -> bytes:
     try:
         frame: bytes = msgpack.packb(
             [
-                WIRE_VERSION, env.kind, env.id, env.type, env.version, env.correlation_id,
-                env.causation_id, env.deadline, env.priority, env.traceparent, env.principal,
-                env.attempt, env.target, env.sender, payload,
-            ],  # fmt: skip
+                WIRE_VERSION,
+                env.kind,
+                env.id,
+                env.type,
+                env.version,
+                env.correlation_id,
+                env.causation_id,
+                env.deadline,
+                env.priority,
+                env.traceparent,
+                env.principal,
+                env.attempt,
+                env.target,
+                env.sender,
+                payload,
+            ],
             default=_packer_default,
             use_bin_type=True,
         )

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import itertools
 import os
-import re
 import secrets
 import time
 from typing import Any, Literal
@@ -40,7 +39,7 @@ def new_id() -> str:
 
 
 def child_traceparent(parent: str | None) -> str:
-    """A W3C ``traceparent`` for a new hop: same trace id as ``parent`` (or a new trace), new span id."""
+    """A W3C ``traceparent`` for a new hop: the trace id of ``parent`` (or a new one), a new span."""
     if parent:
         return f"00-{parent[3:35]}-{secrets.token_hex(8)}-{parent[-2:]}"
     return f"00-{secrets.token_hex(16)}-{secrets.token_hex(8)}-01"

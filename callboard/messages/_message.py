@@ -34,8 +34,8 @@ def upgrades(from_version: int) -> Callable[[Upgrader], Upgrader]:
     """
 
     def mark(fn: Upgrader) -> Upgrader:
-        target = fn.__func__ if isinstance(fn, staticmethod) else fn  # type: ignore[attr-defined]
-        target._callboard_upgrades_from = from_version
+        target = fn.__func__ if isinstance(fn, staticmethod) else fn
+        setattr(target, "_callboard_upgrades_from", from_version)  # noqa: B010
         return fn
 
     return mark

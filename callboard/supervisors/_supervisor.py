@@ -77,7 +77,7 @@ class SupervisorActor(ThespianActor):  # type: ignore[misc]
         self._intensity: RestartIntensity | None = None
         self._ops: deque[Callable[[], Coroutine[Any, Any, None]]] = deque()
         self._busy = False
-        self._timers: dict[str, Callable[[], None]] = {}
+        self._timers: dict[str, Callable[[], object]] = {}
         self._timer_seq = 0
         self.failed: str | None = None
         self._stopping = False
@@ -108,6 +108,8 @@ class SupervisorActor(ThespianActor):  # type: ignore[misc]
             child = self._child(msg.id, sender)
             if child is not None:
                 child.told_reason = (msg.reason, msg.detail)
+                if child.status == "running" and child.exited is None:
+                    self._broadcast({child.spec.id: None})  # leaving: no new requests
         elif isinstance(msg, ChildActorExited):
             self._on_child_exited(msg.childAddress)
         elif isinstance(msg, GetDirectory):
@@ -131,7 +133,8 @@ class SupervisorActor(ThespianActor):  # type: ignore[misc]
 
     def directory(self) -> dict[str, Any]:
         return {
-            c.spec.id: (c.address if c.status == "running" else None) for c in self._children
+            c.spec.id: (c.address if c.status == "running" and c.told_reason is None else None)
+            for c in self._children
         }
 
     def pids(self) -> dict[str, int]:
@@ -156,7 +159,7 @@ class SupervisorActor(ThespianActor):  # type: ignore[misc]
         self._busy = False
         self._run_next()
 
-    def _after(self, delay: float, fn: Callable[[], None]) -> str:
+    def _after(self, delay: float, fn: Callable[[], object]) -> str:
         self._timer_seq += 1
         key = f"t{self._timer_seq}"
         self._timers[key] = fn
@@ -241,7 +244,9 @@ class SupervisorActor(ThespianActor):  # type: ignore[misc]
     # -- exits -------------------------------------------------------------------------------
 
     def _on_child_exited(self, address: Any) -> None:
-        child = next((c for c in self._children if c.address is not None and c.address == address), None)
+        child = next(
+            (c for c in self._children if c.address is not None and c.address == address), None
+        )
         if child is None:
             return  # Thespian sends two notices for a graceful exit; the first one counted
         child.address = None
@@ -329,7 +334,7 @@ class SupervisorActor(ThespianActor):  # type: ignore[misc]
         # Backstop: a SIGKILLed process is reported within milliseconds; never wait forever
         # on a notice that Thespian lost.
         if shutdown != "infinity":
-            grace = 2.0 + (0.0 if shutdown == "brutal_kill" else float(shutdown))  # type: ignore[arg-type]
+            grace = 2.0 + (0.0 if shutdown == "brutal_kill" else float(shutdown))
             timers.append(self._after(grace, lambda: exited.set_result("lost")))
         await exited
         for key in timers:
