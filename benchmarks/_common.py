@@ -44,7 +44,7 @@ __all__ = [
 # else's on this host) take ports from it, so an admin port there could be grabbed at any
 # moment. The live range from /proc is avoided as well when it differs.
 _EPHEMERAL = (32768, 60999)
-_CANDIDATES = (*range(20000, 32768), *range(61000, 65536))
+_CANDIDATES: tuple[int, ...] = (*range(20000, 32768), *range(61000, 65536))
 
 PGID_QUERY = "pgid?"
 """Ask :class:`RawEcho` this string and it answers its process group id (an int)."""
@@ -87,12 +87,12 @@ def free_admin_port(exclude: Sequence[int] = ()) -> int:
     """A TCP port that binds on 127.0.0.1 now, outside the ephemeral range (32768-60999
     and the host's live range), and not in ``exclude``."""
     low, high = _ephemeral_range()
-    candidates = [
-        p
-        for p in _CANDIDATES
-        if not (_EPHEMERAL[0] <= p <= _EPHEMERAL[1]) and not (low <= p <= high)
-        and p not in exclude
-    ]
+
+    def allowed(p: int) -> bool:
+        ephemeral = _EPHEMERAL[0] <= p <= _EPHEMERAL[1] or low <= p <= high
+        return not ephemeral and p not in exclude
+
+    candidates = [p for p in _CANDIDATES if allowed(p)]
     rng = random.Random()
     for port in rng.sample(candidates, min(200, len(candidates))):
         if _port_free(port):

@@ -94,7 +94,7 @@ class Actor:
         return self._runtime.ask(target, msg, timeout)
 
     def tell(self, target: str, msg: Message) -> None:
-        """Send without waiting for a reply; an unknown name raises :class:`~callboard.NoSuchActor`."""
+        """Send, expecting no reply. An unknown name raises :class:`~callboard.NoSuchActor`."""
         self._runtime.tell(target, msg)
 
     def schedule(self, delay_s: float, msg: Message) -> None:

@@ -33,6 +33,11 @@ __all__ = ["ActorHost", "process_setup"]
 def process_setup(actor_id: str, settings: Any) -> Any:
     """Per-process observability setup after fork: metrics files, log fields, title."""
     if settings.in_process:
+        # Shared process: respect the host application's structlog setup if it has one.
+        import structlog
+
+        if not structlog.is_configured():
+            cblog.configure_logging(settings.log_level, settings.log_file or None)
         return cblog.get_logger(actor=actor_id, system=settings.system_name)
     if settings.metrics_dir:
         cbmetrics.enable_multiprocess(settings.metrics_dir)
@@ -97,7 +102,7 @@ class ActorHost(ThespianActor):  # type: ignore[misc]
         # Nothing may escape: Thespian would retry the message, then bounce it as a
         # PoisonMessage and keep a possibly broken actor alive. A bug here is a crash.
         try:
-            self._receive(msg, sender)
+            self._on_message(msg, sender)
         except Exception as exc:
             if self._log is not None:
                 self._log.exception("runtime_failure", error=f"{type(exc).__name__}: {exc}")
@@ -105,7 +110,7 @@ class ActorHost(ThespianActor):  # type: ignore[misc]
                 self._rt.state = "exiting"
                 self.leave("error", f"runtime failure: {type(exc).__name__}: {exc}")
 
-    def _receive(self, msg: Any, sender: Any) -> None:
+    def _on_message(self, msg: Any, sender: Any) -> None:
         rt = self._rt
         if isinstance(msg, bytes) and rt is not None:
             rt.on_frame(msg, sender)

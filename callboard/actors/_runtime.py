@@ -260,6 +260,11 @@ class ActorRuntime:
                 )
             else:
                 self._hooks.handled(env.type, elapsed)
+                if self._log is not None:
+                    self._log.debug(
+                        "handled", message_type=env.type, correlation_id=env.correlation_id,
+                        kind=env.kind, seconds=round(elapsed, 6),
+                    )  # fmt: skip
                 if env.kind == "ask":
                     self._reply(env, sender, value if value is not None else Nothing())
                 self.leave_if_requested()

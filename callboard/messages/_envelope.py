@@ -39,7 +39,7 @@ def new_id() -> str:
 
 
 def child_traceparent(parent: str | None) -> str:
-    """A W3C ``traceparent`` for a new hop: the trace id of ``parent`` (or a new one), a new span."""
+    """A W3C ``traceparent`` for a new hop: ``parent``'s trace id (or a new one), a new span."""
     if parent:
         return f"00-{parent[3:35]}-{secrets.token_hex(8)}-{parent[-2:]}"
     return f"00-{secrets.token_hex(16)}-{secrets.token_hex(8)}-01"

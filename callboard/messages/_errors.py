@@ -12,7 +12,7 @@ __all__ = ["ErrorReply"]
 
 
 class ErrorReply(Message):
-    """An error answer to an ``ask``; the asker raises it as :class:`~callboard.errors.RemoteError`."""
+    """An error answer to an ``ask``; the asker raises :class:`~callboard.errors.RemoteError`."""
 
     type_name: ClassVar[str] = "callboard.ErrorReply"
     code: str

@@ -87,12 +87,12 @@ class SupervisorActor(ThespianActor):  # type: ignore[misc]
 
     def receiveMessage(self, msg: Any, sender: Any) -> None:
         try:
-            self._receive(msg, sender)
+            self._on_message(msg, sender)
         except Exception as exc:  # a supervisor bug must be loud, not a silent retry
             if self._log is not None:
                 self._log.exception("supervisor_failure", error=f"{type(exc).__name__}: {exc}")
 
-    def _receive(self, msg: Any, sender: Any) -> None:
+    def _on_message(self, msg: Any, sender: Any) -> None:
         if isinstance(msg, WakeupMessage):
             fn = self._timers.pop(msg.payload, None) if isinstance(msg.payload, str) else None
             if fn is not None:
