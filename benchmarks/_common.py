@@ -118,7 +118,11 @@ def percentile(values: Sequence[float], q: float) -> float:
 
 
 def summarize(latencies_s: Sequence[float], wall_s: float, errors: int = 0) -> dict[str, Any]:
-    """Latency figures in milliseconds plus throughput over ``wall_s`` seconds."""
+    """Latency figures in milliseconds plus throughput over ``wall_s`` seconds.
+
+    Raises ValueError when there is no successful call to summarize."""
+    if not latencies_s or wall_s <= 0:
+        raise ValueError(f"nothing to summarize: {len(latencies_s)} calls, {errors} errors")
     ms = [x * 1000.0 for x in latencies_s]
     return {
         "count": len(ms),
@@ -126,9 +130,9 @@ def summarize(latencies_s: Sequence[float], wall_s: float, errors: int = 0) -> d
         "p50_ms": round(percentile(ms, 50), 4),
         "p90_ms": round(percentile(ms, 90), 4),
         "p99_ms": round(percentile(ms, 99), 4),
-        "max_ms": round(max(ms), 4) if ms else math.nan,
-        "mean_ms": round(sum(ms) / len(ms), 4) if ms else math.nan,
-        "asks_per_s": round(len(ms) / wall_s, 1) if wall_s > 0 else math.nan,
+        "max_ms": round(max(ms), 4),
+        "mean_ms": round(sum(ms) / len(ms), 4),
+        "asks_per_s": round(len(ms) / wall_s, 1),
     }
 
 
@@ -149,9 +153,20 @@ def json_stdout() -> None:
     os.dup2(2, 1)
 
 
+def _finite(obj: Any) -> Any:
+    """``obj`` with NaN and infinities replaced by None: strict JSON has no such numbers."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_finite(v) for v in obj]
+    return obj
+
+
 def emit(obj: dict[str, Any]) -> None:
-    """Print ``obj`` as one JSON line on the real stdout."""
-    data = (json.dumps(obj, sort_keys=False) + "\n").encode()
+    """Print ``obj`` as one strict JSON line on the real stdout."""
+    data = (json.dumps(_finite(obj), allow_nan=False, default=str) + "\n").encode()
     if _json_fd is None:
         sys.stdout.write(data.decode())
         sys.stdout.flush()

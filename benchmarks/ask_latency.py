@@ -63,6 +63,7 @@ ASK_TIMEOUT = 2.0
 WARMUP = 200
 ROUNDS = 3
 THREADS = 8
+MAX_CONSECUTIVE_ERRORS = 20
 
 AskFn = Callable[[int], bool]
 """One timed round trip for call number ``i``; returns whether the reply was right."""
@@ -93,25 +94,38 @@ def callboard_frame_size(n: int) -> int:
     return len(encode(env))
 
 
+class BlockFailed(RuntimeError):
+    """Too many asks in a row failed: the system under test is gone, stop measuring."""
+
+
 def run_block(ask: AskFn, start: int, count: int) -> tuple[list[float], int, float]:
-    """``count`` timed calls; returns (latencies in s, errors, wall seconds)."""
+    """``count`` timed calls; returns (latencies in s, errors, wall seconds).
+
+    A failed or wrong reply counts as an error and is left out of the latencies; after
+    ``MAX_CONSECUTIVE_ERRORS`` in a row the block gives up with :class:`BlockFailed`."""
     lat: list[float] = []
     errors = 0
+    streak = 0
     clock = time.perf_counter
     wall0 = clock()
     for i in range(start, start + count):
         t0 = clock()
         try:
             ok = ask(i)
+            problem = "" if ok else "no reply or a wrong one"
         except Exception as exc:
-            errors += 1
-            progress(f"ask {i} failed: {type(exc).__name__}: {exc}")
-            continue
+            ok, problem = False, f"{type(exc).__name__}: {exc}"
         t1 = clock()
         if ok:
             lat.append(t1 - t0)
-        else:
-            errors += 1
+            streak = 0
+            continue
+        errors += 1
+        streak += 1
+        if errors <= 5:
+            progress(f"ask {i} failed: {problem}")
+        if streak >= MAX_CONSECUTIVE_ERRORS:
+            raise BlockFailed(f"{streak} asks in a row failed, the last with {problem}")
     return lat, errors, clock() - wall0
 
 
@@ -147,11 +161,20 @@ def run_threads(system: System, n: int, threads: int) -> dict[str, Any]:
         reply = system.ask("echo", Ping(n=i), timeout=ASK_TIMEOUT)
         return isinstance(reply, Pong) and reply.n == i
 
+    failures: list[str] = []
+
     def worker(k: int) -> None:
         base = 1_000_000 * (k + 1)
-        run_block(ask, base, warm)  # each thread gets its own Thespian endpoint here
+        try:
+            run_block(ask, base, warm)  # each thread gets its own Thespian endpoint here
+        except BlockFailed as exc:
+            failures.append(str(exc))
         barrier.wait()
-        block = run_block(ask, base + warm, per)
+        try:
+            block = run_block(ask, base + warm, per)
+        except BlockFailed as exc:
+            failures.append(str(exc))
+            return
         with lock:
             results.append(block)
 
@@ -163,6 +186,8 @@ def run_threads(system: System, n: int, threads: int) -> dict[str, Any]:
     for t in pool:
         t.join()
     wall = time.perf_counter() - t0
+    if failures:
+        raise BlockFailed(f"{len(failures)} of {threads} threads failed: {failures[0]}")
     lat = [x for block in results for x in block[0]]
     out = summarize(lat, wall, sum(block[1] for block in results))
     out["threads"] = threads
@@ -318,14 +343,11 @@ def main(argv: list[str] | None = None) -> int:
         progress(f"{THREADS} threads x {n // THREADS} asks on one callboard System")
         result["callboard_8_threads"] = run_threads(system, n, THREADS)
 
-        cb_p50 = result["callboard"]["p50_ms"]
-        raw_p50 = result["raw_thespian"]["p50_ms"]
-        ratio = cb_p50 / raw_p50 if raw_p50 > 0 else float("inf")
+        cb, raw = result["callboard"], result["raw_thespian"]
+        ratio = cb["p50_ms"] / raw["p50_ms"]
         result["ratio_p50_callboard_vs_raw_thespian"] = round(ratio, 3)
-        result["ratio_p99_callboard_vs_raw_thespian"] = round(
-            result["callboard"]["p99_ms"] / result["raw_thespian"]["p99_ms"], 3
-        )
-        result["overhead_p50_ms"] = round(cb_p50 - raw_p50, 4)
+        result["ratio_p99_callboard_vs_raw_thespian"] = round(cb["p99_ms"] / raw["p99_ms"], 3)
+        result["overhead_p50_ms"] = round(cb["p50_ms"] - raw["p50_ms"], 4)
         result["goal_ratio_p50"] = GOAL_RATIO_P50
         result["goal_met"] = ratio <= GOAL_RATIO_P50
 

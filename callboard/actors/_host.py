@@ -29,6 +29,9 @@ from callboard.observability import metrics as cbmetrics
 
 __all__ = ["ActorHost", "process_setup"]
 
+_LEAVE_NOW = "callboard.leave"
+_LEAVE_GRACE_S = 2.0
+
 
 def process_setup(actor_id: str, settings: Any) -> Any:
     """Per-process observability setup after fork: metrics files, log fields, title."""
@@ -92,9 +95,12 @@ class ActorHost(ThespianActor):  # type: ignore[misc]
         self.wakeupAfter(dt.timedelta(seconds=max(0.0, delay)), payload=key)
 
     def leave(self, reason: str, detail: str) -> None:
+        # The parent ends us (with an exit request) once it has stopped routing to us, so
+        # messages that arrive meanwhile are refused with an answer instead of lost in the
+        # exit. Without a parent (or if it never answers), leave after a grace period.
         if self._parent is not None:
             self.send(self._parent, Exiting(self._id, reason, detail))
-        self.send(self.myAddress, ActorExitRequest())
+        self.wakeupAfter(dt.timedelta(seconds=_LEAVE_GRACE_S), payload=_LEAVE_NOW)
 
     # Thespian entry point ----------------------------------------------------------------
 
@@ -115,7 +121,9 @@ class ActorHost(ThespianActor):  # type: ignore[misc]
         if isinstance(msg, bytes) and rt is not None:
             rt.on_frame(msg, sender)
         elif isinstance(msg, WakeupMessage):
-            if rt is not None and isinstance(msg.payload, str):
+            if msg.payload == _LEAVE_NOW:
+                self.send(self.myAddress, ActorExitRequest())
+            elif rt is not None and isinstance(msg.payload, str):
                 rt.on_timer(msg.payload)
         elif isinstance(msg, DirectoryUpdate):
             if rt is not None:

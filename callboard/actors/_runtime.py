@@ -103,8 +103,10 @@ def reply_value(env: Envelope) -> Any:
 class ActorRuntime:
     """One hosted actor: its handler dispatch, in-flight requests, timers and exit.
 
-    States: ``new`` -> ``running`` (after :meth:`start`) -> ``exiting``. Frames arriving
-    while exiting get a ``stopping`` error (asks) or are counted as dropped (tells).
+    States: ``new`` -> ``running`` (after :meth:`start`) -> ``exiting``. Requests arriving
+    when not running are refused unprocessed with ``no_such_actor`` (the sender may resend
+    to the actor's next incarnation) or counted as dropped (tells); requests still in
+    flight when the actor exits are answered with ``stopping``.
     """
 
     def __init__(
@@ -137,6 +139,7 @@ class ActorRuntime:
         self._tasks: dict[int, tuple[Task, Envelope, Address]] = {}
         self._current: Envelope | None = None  # the envelope whose handler code is running
         self._stop_reason: str | None = None
+        self._stop_by: Envelope | None = None
         self.actor: Actor | None = None
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -181,7 +184,9 @@ class ActorRuntime:
             self._on_reply(env)
             return
         if self.state != "running":
-            self._refuse(env, sender, errors.STOPPING, f"{self.id} is stopping")
+            # Refused before any processing, so the sender may safely resend elsewhere:
+            # this process no longer hosts the actor.
+            self._refuse(env, sender, errors.NO_SUCH_ACTOR, f"{self.id} is leaving this process")
             return
         if env.target is not None and env.target != self.id:
             # A stale address now reused by another actor: say so, so the sender re-resolves.
@@ -267,14 +272,14 @@ class ActorRuntime:
                     )  # fmt: skip
                 if env.kind == "ask":
                     self._reply(env, sender, value if value is not None else Nothing())
-                self.leave_if_requested()
+                self.leave_if_requested(env)
                 return
         if isinstance(exc, BusinessError):
             self._hooks.handled(env.type, elapsed)
             self._hooks.error(env.type, exc.code)
             if env.kind == "ask":
                 self._send_error(env, sender, exc.code, str(exc), exc.details)
-            self.leave_if_requested()
+            self.leave_if_requested(env)
             return
         if isinstance(exc, _Aborted):
             return  # the actor is exiting and the asker has been told already
@@ -317,11 +322,16 @@ class ActorRuntime:
         if reason not in ("normal", "shutdown"):
             raise ValueError("an actor stops itself with reason 'normal' or 'shutdown'")
         self._stop_reason = reason
+        self._stop_by = self._current  # leave when *this* handler returns, not another one
         if self._current is None and self.state == "running":
             self.leave_if_requested()  # called outside a handler (e.g. in on_start): leave now
 
-    def leave_if_requested(self) -> None:
+    def leave_if_requested(self, finished: Envelope | None = None) -> None:
+        """Leave if ``stop()`` was called outside a handler, or by the handler of
+        ``finished`` (the message whose handler just returned)."""
         if self._stop_reason is None or self.state != "running":
+            return
+        if self._stop_by is not None and self._stop_by is not finished:
             return
         reason = self._stop_reason
         self.state = "exiting"
@@ -413,6 +423,7 @@ class ActorRuntime:
     def schedule(self, delay_s: float, msg: Message) -> None:
         key = "sched:" + new_id()
         env = self._outgoing("tell", self.id, msg, None)
+        env.deadline = None  # a timer outlives the request that set it: no inherited deadline
 
         def deliver() -> None:
             if self.state == "running":

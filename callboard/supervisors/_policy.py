@@ -50,7 +50,8 @@ class RestartIntensity:
     def record(self) -> bool:
         now = self._clock()
         self._times.append(now)
-        while self._times and self._times[0] <= now - self.period:
+        # OTP keeps restarts with R >= Now - Period: one exactly `period` old still counts.
+        while self._times and self._times[0] < now - self.period:
             self._times.popleft()
         return len(self._times) <= self.intensity
 
@@ -58,4 +59,4 @@ class RestartIntensity:
     def recent(self) -> int:
         """Restarts counted in the current window."""
         now = self._clock()
-        return sum(1 for t in self._times if t > now - self.period)
+        return sum(1 for t in self._times if t >= now - self.period)

@@ -110,6 +110,7 @@ class SupervisorActor(ThespianActor):  # type: ignore[misc]
                 child.told_reason = (msg.reason, msg.detail)
                 if child.status == "running" and child.exited is None:
                     self._broadcast({child.spec.id: None})  # leaving: no new requests
+                self.send(sender, ActorExitRequest())  # now it may go
         elif isinstance(msg, ChildActorExited):
             self._on_child_exited(msg.childAddress)
         elif isinstance(msg, GetDirectory):

@@ -84,7 +84,7 @@ class BaseActor(Actor):
 
 class Overriding(BaseActor):
     @handler
-    async def on_ping(self, msg: Ping) -> str:
+    async def on_ping(self, msg: Ping) -> str:  # type: ignore[override]
         return "sub"
 
 
@@ -332,7 +332,7 @@ def test_non_string_annotation_of_a_local_message_class() -> None:
         pass
 
     on_local.__annotations__ = {"msg": LocalMsg, "return": None}
-    local_cls = type("LocalActor", (Actor,), {"on_local": handler(on_local)})
+    local_cls: type[Actor] = type("LocalActor", (Actor,), {"on_local": handler(on_local)})
     assert local_cls.handlers() == {LocalMsg: (on_local, False)}
 
 

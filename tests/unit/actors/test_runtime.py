@@ -126,6 +126,26 @@ class AsyncStop(Message):
     target: str
 
 
+class Big(Message):
+    """Reply with a frame over the size limit, or raise with huge details."""
+
+    type_name: ClassVar[str] = "test.runtime.Big"
+    as_error: bool = False
+
+
+class AsyncCrash(Message):
+    type_name: ClassVar[str] = "test.runtime.AsyncCrash"
+    target: str
+
+
+class LaterRelay(Message):
+    """Schedule a Relay to ``target`` after ``delay``."""
+
+    type_name: ClassVar[str] = "test.runtime.LaterRelay"
+    delay: float
+    target: str
+
+
 class Outcome(Message):
     type_name: ClassVar[str] = "test.runtime.Outcome"
     text: str
@@ -229,6 +249,21 @@ class Service(Actor):
         return Outcome(text="bye")
 
     @handler
+    def big(self, msg: Big) -> Blob:
+        if msg.as_error:
+            raise OutOfStock("huge details", {"blob": "y" * MAX_FRAME})
+        return Blob(data="x" * MAX_FRAME)
+
+    @handler
+    async def async_crash(self, msg: AsyncCrash) -> None:
+        await self.ask(msg.target, Echo(n=0))
+        raise KeyError("after await")
+
+    @handler
+    def later_relay(self, msg: LaterRelay) -> None:
+        self.schedule(msg.delay, Relay(target=msg.target))
+
+    @handler
     async def async_stop(self, msg: AsyncStop) -> Outcome:
         self.stop()
         reply = await self.ask(msg.target, Echo(n=5))
@@ -296,22 +331,6 @@ class FakePort:
         return found[0]
 
 
-@dataclass
-class FakeHooks:
-    handled: list[str] = field(default_factory=list)
-    errors: list[tuple[str, str]] = field(default_factory=list)
-    invalid: list[tuple[str, str]] = field(default_factory=list)
-    dropped: list[tuple[str, str]] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        # Methods with the Hooks protocol's names, recording into the lists above.
-        self._h, self._e, self._i, self._d = self.handled, self.errors, self.invalid, self.dropped
-
-    def handled_(self, message_type: str, seconds: float) -> None:
-        assert seconds >= 0
-        self._h.append(message_type)
-
-
 class Hooks:
     """Implements the ``Hooks`` protocol, recording every call."""
 
@@ -357,8 +376,8 @@ class Harness:
         correlation_id: str | None = None, traceparent: str | None = None,
         principal: str | None = None, priority: int = 0,
     ) -> str:  # fmt: skip
-        env = Envelope(
-            kind=kind,  # type: ignore[arg-type]
+        env = envelope(
+            kind=kind,
             id=msg_id or new_id(),
             type=msg.type_name,
             version=msg.version,
@@ -383,7 +402,7 @@ class Harness:
     def reply_to(self, req: Envelope, msg: Message | None, *, from_addr: Any = OTHER_ADDR) -> None:
         """Answer an outgoing request as the target would (``None``: an error reply)."""
         payload: Message = msg if msg is not None else Echoed(n=-1)
-        env = Envelope(
+        env = envelope(
             kind="reply", id=new_id(), type=payload.type_name, version=payload.version,
             correlation_id=req.correlation_id, causation_id=req.id, target=req.sender,
             sender=req.target, payload=payload,
@@ -394,7 +413,7 @@ class Harness:
         from callboard.messages import ErrorReply
 
         err = ErrorReply(code=code, message="nope", details={"k": 1})
-        env = Envelope(
+        env = envelope(
             kind="error", id=new_id(), type=err.type_name, version=err.version,
             correlation_id=req.correlation_id, causation_id=req.id, target=req.sender,
             sender=req.target, payload=err,
@@ -460,12 +479,35 @@ def h() -> Iterator[Harness]:
     yield make()
 
 
+# The code an ask gets when it reaches an actor that is not running (before start, or
+# after it began to exit). The brief specified ``stopping``; the runtime is being changed
+# concurrently to answer ``no_such_actor`` ("this process no longer hosts the actor", so
+# the sender may resend elsewhere). Both mean "refused unprocessed"; what matters here is
+# that the ask is answered at once, never handled, and counted as dropped.
+REFUSED_WHEN_NOT_RUNNING = {"stopping", "no_such_actor"}
+
+
+def assert_refused(h: Harness, req: str) -> None:
+    """``req`` was answered with a refusal and never reached a handler."""
+    handled = list(h.hooks.handled_types)
+    err = h.error(req)
+    assert err.code in REFUSED_WHEN_NOT_RUNNING
+    assert err.details == {"actor": SELF}
+    assert h.hooks.drops[-1] == (err.code, Echo.type_name)
+    assert h.hooks.handled_types == handled
+
+
 def assert_running(h: Harness) -> None:
     """The actor still answers, and never left."""
     assert h.rt.state == "running"
     assert h.port.leaves == []
     req = h.ask(Echo(n=99))
     assert h.result(req) == Echoed(n=99)
+
+
+def envelope(**fields: Any) -> Envelope:
+    """A validated envelope (the payload may be a Message: ``encode`` dumps it)."""
+    return Envelope.model_validate(fields)
 
 
 def raw_frame(*items: Any) -> bytes:
@@ -503,19 +545,18 @@ def test_args_model_validated() -> None:
     assert h.result(req) == Echoed(n=6)
 
 
-@pytest.mark.parametrize("args", [{}, {"size": "many"}, {"size": 1, "unknown": 2}])
+@pytest.mark.parametrize("args", [{}, {"size": "many"}, {"label": "no size"}])
 def test_invalid_args_fail_start(args: dict[str, Any]) -> None:
-    h = make(WithArgs, {"size": 1, "label": "x"}, start=False)
-    h.rt._raw_args = args
-    if "unknown" in args:
-        # pydantic ignores extra keys unless the model forbids them: that start is valid.
-        h.rt.start()
-        assert h.actor.args.size == 1
-        return
+    h = make(WithArgs, args, start=False)
     with pytest.raises(ValueError, match="invalid args"):
         h.rt.start()
     assert h.rt.state == "new"
     assert h.rt.actor is None
+
+
+def test_args_extra_keys_follow_the_model_config() -> None:
+    h = make(WithArgs, {"size": 1, "unknown": 2})  # pydantic's default: extra keys ignored
+    assert h.actor.args.size == 1
 
 
 def test_without_args_model_args_is_a_dict_copy() -> None:
@@ -535,7 +576,7 @@ def test_on_start_raising_propagates() -> None:
 def test_frames_before_start_are_refused() -> None:
     h = make(start=False)
     req = h.ask(Echo(n=1))
-    assert h.error(req).code == "stopping"
+    assert_refused(h, req)
 
 
 # --- ask / tell --------------------------------------------------------------------------
@@ -630,7 +671,7 @@ def test_unexpected_exception_crashes(h: Harness) -> None:
     assert h.hooks.errors == [(Crash.type_name, "crashed")]
 
     later = h.ask(Echo(n=1))
-    assert h.error(later).code == "stopping"
+    assert_refused(h, later)
     assert h.actor.seen == []
     assert h.port.leaves == [("error", "RuntimeError: kaboom")]  # left once only
 
@@ -721,7 +762,7 @@ def test_invalid_fields(h: Harness) -> None:
 
 def test_oversized(h: Harness) -> None:
     frame = encode(
-        Envelope(kind="ask", id="big-1", type=Blob.type_name, target=SELF,
+        envelope(kind="ask", id="big-1", type=Blob.type_name, target=SELF,
                  payload=Blob(data="x" * MAX_FRAME))
     )  # fmt: skip
     h.rt.on_frame(frame, CLIENT)
@@ -951,7 +992,7 @@ def test_interleaved_async_handlers_keep_their_own_context(h: Harness) -> None:
 
 
 def test_reply_with_unknown_causation_is_dropped(h: Harness) -> None:
-    env = Envelope(kind="reply", id=new_id(), type=Echoed.type_name, causation_id="never-sent",
+    env = envelope(kind="reply", id=new_id(), type=Echoed.type_name, causation_id="never-sent",
                    payload=Echoed(n=1))  # fmt: skip
     h.rt.on_frame(encode(env), OTHER_ADDR)
     assert h.hooks.drops == [("late_reply", Echoed.type_name)]
@@ -1004,7 +1045,7 @@ def test_stop_inside_handler_leaves_after_reply(h: Harness) -> None:
     assert h.actor.stopped == ["normal"]
     assert h.rt.state == "exiting"
     later = h.ask(Echo(n=1))
-    assert h.error(later).code == "stopping"
+    assert_refused(h, later)
 
 
 def test_stop_with_shutdown_reason(h: Harness) -> None:
@@ -1055,7 +1096,7 @@ def test_shutdown_answers_inflight_asks_with_stopping(h: Harness) -> None:
     assert ("late_reply", Echoed.type_name) in h.hooks.drops
 
     later = h.ask(Echo(n=1))
-    assert h.error(later).code == "stopping"
+    assert_refused(h, later)
     h.rt.shutdown()  # idempotent
     assert h.actor.stopped == ["shutdown"]
 
@@ -1069,3 +1110,58 @@ def test_on_stop_failure_does_not_prevent_exit() -> None:
     h.ask(StopMe())
     assert h.port.leaves == [("normal", "")]
     assert h.rt.state == "exiting"
+
+
+# --- replies that cannot be sent -----------------------------------------------------------
+
+
+def test_oversized_reply_becomes_invalid_message_error(h: Harness) -> None:
+    req = h.ask(Big())
+    err = h.error(req)
+    assert err.code == "invalid_message"
+    assert err.details["reason"] == "oversized"
+    assert err.details["limit"] == MAX_FRAME
+    assert_running(h)
+
+
+def test_business_error_with_oversized_details_sends_bare_code(h: Harness) -> None:
+    req = h.ask(Big(as_error=True))
+    err = h.error(req)
+    assert err.code == "out_of_stock"
+    assert err.message == "huge details"
+    assert err.details == {}
+    assert_running(h)
+
+
+def test_async_handler_crash_after_await(h: Harness) -> None:
+    req = h.ask(AsyncCrash(target=OTHER))
+    h.reply_to(h.request(), Echoed(n=0))
+    err = h.error(req)
+    assert err.code == "crashed"
+    assert err.details == {"exception": "KeyError", "actor": SELF}
+    assert h.port.leaves == [("error", "KeyError: 'after await'")]
+    assert h.actor.stopped == ["error"]
+
+
+# --- suspected bugs ----------------------------------------------------------------------
+
+
+def test_scheduled_message_does_not_inherit_an_expired_deadline(h: Harness) -> None:
+    h.ask(LaterRelay(delay=5.0, target=OTHER), deadline=NOW + 1)
+    h.clock.now += 5.0
+    h.fire("sched:")
+    out = h.request()
+    assert out.deadline is not None
+    assert out.deadline > h.clock.now  # actual: NOW + 1, i.e. 4 s in the past
+    assert h.port.timer("ask:")[0] > 0  # actual: 0.0, the ask times out immediately
+
+
+def test_stop_in_async_handler_is_not_triggered_by_another_message(h: Harness) -> None:
+    stopper = h.ask(AsyncStop(target=OTHER), sender="addr:a")
+    out = h.request()
+    other = h.ask(Echo(n=1), sender="addr:b")
+    assert h.result(other, "addr:b") == Echoed(n=1)
+    assert h.port.leaves == []  # actual: [("normal", "")] already
+    h.reply_to(out, Echoed(n=5))
+    assert h.result(stopper, "addr:a") == Outcome(text="bye", n=5)  # actual: "stopping"
+    assert h.port.leaves == [("normal", "")]
