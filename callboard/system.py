@@ -62,6 +62,7 @@ from callboard.errors import (
 )
 from callboard.messages import (
     Envelope,
+    Kind,
     Message,
     child_traceparent,
     decode_envelope,
@@ -280,7 +281,7 @@ class System:
         if self._state != "running":
             raise SystemNotRunning(f"the system is {self._state}")
 
-    def _envelope(self, kind: str, target: str, msg: Message, deadline: float | None) -> Envelope:
+    def _envelope(self, kind: Kind, target: str, msg: Message, deadline: float | None) -> Envelope:
         msg_id = new_id()
         return Envelope.model_construct(
             kind=kind, id=msg_id, type=msg.type_name, version=msg.version,

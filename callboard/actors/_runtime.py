@@ -29,6 +29,7 @@ from callboard.errors import (
 from callboard.messages import (
     Envelope,
     ErrorReply,
+    Kind,
     Message,
     child_traceparent,
     decode_envelope,
@@ -369,7 +370,7 @@ class ActorRuntime:
             raise RemoteError(RESTARTING, f"{target} is restarting", {"actor": target})
         return address
 
-    def _outgoing(self, kind: str, target: str, msg: Message, deadline: float | None) -> Envelope:
+    def _outgoing(self, kind: Kind, target: str, msg: Message, deadline: float | None) -> Envelope:
         cur = self._current
         if cur is not None and cur.deadline is not None:
             deadline = cur.deadline if deadline is None else min(deadline, cur.deadline)

@@ -82,5 +82,5 @@ class SupervisorSpec(_Strict):
 class Config(_Strict):
     """The whole configuration. Every section has defaults, so ``{}`` is valid."""
 
-    system: SystemSettings = Field(default_factory=SystemSettings)  # type: ignore[arg-type]
-    supervisor: SupervisorSpec = Field(default_factory=SupervisorSpec)  # type: ignore[arg-type]
+    system: SystemSettings = Field(default_factory=SystemSettings)
+    supervisor: SupervisorSpec = Field(default_factory=SupervisorSpec)

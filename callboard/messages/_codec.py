@@ -38,7 +38,13 @@ _FIELDS = (
 
 def _default(obj: Any) -> Any:
     # Types pydantic's python-mode dump leaves as objects; pydantic parses these forms back.
-    if isinstance(obj, _dt.datetime | _dt.date | _dt.time):
+    if isinstance(obj, _dt.datetime):
+        offset = obj.utcoffset()
+        if offset is not None and offset.seconds % 60:
+            # ISO 8601 (and pydantic) only know whole-minute offsets: send such times in UTC.
+            obj = obj.astimezone(_dt.UTC)
+        return obj.isoformat()
+    if isinstance(obj, _dt.date | _dt.time):
         return obj.isoformat()
     if isinstance(obj, _dt.timedelta):
         return obj.total_seconds()
@@ -114,12 +120,15 @@ def decode_envelope(frame: Any, max_bytes: int | None = None) -> Envelope:
             {"size": len(frame), "limit": max_bytes},
         )
     try:
-        items = msgpack.unpackb(frame, raw=False, ext_hook=_reject_ext, strict_map_key=True)
+        # Timestamps (ext -1) become aware datetimes; other extension types are refused.
+        items = msgpack.unpackb(
+            frame, raw=False, ext_hook=_reject_ext, strict_map_key=False, timestamp=3
+        )
     except Exception as exc:  # msgpack raises many types on garbage; all mean "malformed"
         raise InvalidMessage("malformed", f"not a msgpack frame: {exc}") from None
     if not isinstance(items, list) or len(items) != len(_FIELDS) + 1:
         raise InvalidMessage("malformed", "not a callboard envelope")
-    if items[0] != WIRE_VERSION:
+    if type(items[0]) is not int or items[0] != WIRE_VERSION:
         raise InvalidMessage(
             "bad_version", f"wire version {items[0]!r} is not supported (expected {WIRE_VERSION})"
         )
@@ -145,7 +154,9 @@ def decode(frame: Any, max_bytes: int | None = None) -> tuple[Envelope, Message]
 def peek_id(frame: Any) -> str | None:
     """Best effort: the id of a frame that failed to decode, so an error reply can cite it."""
     try:
-        items = msgpack.unpackb(frame, raw=False, ext_hook=_reject_ext)
+        items = msgpack.unpackb(frame, raw=False, ext_hook=_reject_ext, strict_map_key=False)
+        if not isinstance(items, list) or len(items) < 3:
+            return None
         value = items[2]
         return value if isinstance(value, str) and len(value) <= 128 else None
     except Exception:

@@ -54,7 +54,8 @@ class Envelope(BaseModel):
     seconds) so every hop can tell how much time is left. ``priority`` 0-9, higher first.
     """
 
-    model_config = ConfigDict(extra="forbid")
+    # Strict: a header is machine-written, so "1" for an int or bytes for a str is a bug.
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     kind: Kind
     id: str = Field(min_length=1, max_length=128)

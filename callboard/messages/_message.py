@@ -65,6 +65,8 @@ class Message(BaseModel):
         super().__init_subclass__(**kwargs)
         if "type_name" not in cls.__dict__:
             cls.type_name = cls.__name__
+        if not isinstance(cls.type_name, str) or not 0 < len(cls.type_name) <= 256:
+            raise TypeError(f"{cls.__qualname__}.type_name must be a str of 1-256 characters")
         if not isinstance(cls.version, int) or cls.version < 1:
             raise TypeError(f"{cls.__qualname__}.version must be an int >= 1")
         ups: dict[int, Upgrader] = {}
@@ -120,6 +122,12 @@ class Message(BaseModel):
                 "invalid_fields",
                 f"invalid {cls.type_name}: {exc.error_count()} validation error(s)",
                 {"type": cls.type_name, "errors": _jsonable_errors(exc)},
+            ) from None
+        except Exception as exc:  # a validator that trips over bad input (e.g. TypeError)
+            raise InvalidMessage(
+                "invalid_fields",
+                f"invalid {cls.type_name}: validator failed: {type(exc).__name__}: {exc}",
+                {"type": cls.type_name},
             ) from None
 
 

@@ -6,10 +6,11 @@ import os
 from collections.abc import Iterator
 
 import pytest
-from sysactors import AskVia, Big, Fail, Get, HowLong, Incr
 
 from callboard import InvalidMessage, NoSuchActor, RemoteError, System
 from callboard.actors.examples import Ping, Pong, Relay
+
+from sysactors import AskVia, Big, Fail, Get, HowLong, Incr
 
 
 @pytest.fixture

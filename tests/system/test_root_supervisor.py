@@ -6,10 +6,11 @@ import signal
 from pathlib import Path
 
 import pytest
-from sysactors import Arm, Fail, Get, StopMe
 
 from callboard import RemoteError, SystemFailed
+
 from conftest import StartSystem, read_log
+from sysactors import Arm, Fail, Get, StopMe
 
 COUNTER = "sysactors:Counter"
 
@@ -71,7 +72,9 @@ def test_restart_types_on_a_normal_exit(start_system: StartSystem, tmp_path: Pat
     directory = system.directory()
     assert directory["trans"] is None  # transient: a normal exit is final, the spec stays
     assert "temp" not in directory  # temporary: never restarted, its spec is dropped
-    reasons = {e["child"]: e["reason"] for e in read_log(tmp_path) if e.get("event") == "child_exited"}
+    reasons = {
+        e["child"]: e["reason"] for e in read_log(tmp_path) if e.get("event") == "child_exited"
+    }
     assert reasons == {"perm": "normal", "trans": "normal", "temp": "normal"}
 
 
