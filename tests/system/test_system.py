@@ -288,3 +288,39 @@ def test_context_manager_and_default_config(port: int) -> None:
     finally:
         del os.environ["CALLBOARD_SYSTEM__ADMIN_PORT"]
     assert system_processes(port, pgid) == []
+
+
+def test_metrics_cover_every_actor_process_and_logs_are_json(
+    start_system: StartSystem, tmp_path: Path
+) -> None:
+    system = start_system(
+        [{"id": "echo", "actor": ECHO}, {"id": "c", "actor": COUNTER}], log_level="debug"
+    )
+    for i in range(3):
+        system.ask("echo", Ping(n=i), timeout=2)
+    system.tell("c", Incr())
+    system.ask("c", Get(), timeout=2)
+    with pytest.raises(RemoteError):
+        system.ask("c", Fail(how="business"), timeout=2)
+    samples = parse_exposition(system.metrics())
+
+    def value(name: str, **labels: str) -> float:
+        return sum(
+            v
+            for (n, lab), v in samples.items()
+            if n == name and labels.items() <= dict(lab).items()
+        )
+
+    assert value("callboard_messages_handled_total", actor="echo") == 3
+    assert value("callboard_messages_handled_total", actor="c", message_type="test.sys.Incr") == 1
+    assert value("callboard_handler_errors_total", actor="c", code="out_of_stock") == 1
+    assert value("callboard_handler_seconds_count", actor="echo") == 3
+    pids = system.directory()
+    system.stop()
+    handled = [e for e in read_log(tmp_path) if e.get("event") == "handled"]
+    echo_lines = [e for e in handled if e["actor"] == "echo"]
+    assert len(echo_lines) == 3
+    for line in echo_lines:
+        assert line["pid"] == pids["echo"]
+        assert line["message_type"] == "callboard.examples.Ping"
+        assert line["correlation_id"] and line["level"] == "debug" and line["timestamp"]
