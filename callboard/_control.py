@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from callboard.config import SupervisorSpec
+from callboard.config import SupervisorFlags
 
 Address = Any  # a Thespian ActorAddress; opaque to everything but the transport shell
 
@@ -27,7 +27,8 @@ class ActorSettings:
     system_name: str = ""
     in_process: bool = False
     """Local transport: actors share the host's process, so leave its logging, metrics and
-    process title alone."""
+    process title alone (and never signal it)."""
+    start_timeout: float = 10.0
 
 
 @dataclass(frozen=True)
@@ -40,11 +41,28 @@ class InitActor:
     parent: str
     directory: dict[str, Address | None]
     settings: ActorSettings
+    top_level: bool = False
+    """A child of the root: if the root dies, take the whole system down (no orphans)."""
+
+
+@dataclass(frozen=True)
+class InitSupervisor:
+    """Parent (or System, for the root) -> new supervisor process: supervise ``flags``."""
+
+    id: str
+    flags: SupervisorFlags
+    parent: str | None
+    root: Address | None
+    directory: dict[str, Address | None]
+    settings: ActorSettings
+    top_level: bool = False
+    host_pid: int | None = None
+    """Root only: the host application's pid; the system dies with it."""
 
 
 @dataclass(frozen=True)
 class Booting:
-    """Host -> supervisor, before ``on_start`` runs: the pid to SIGKILL if the start hangs."""
+    """Child -> supervisor, before it starts: the pid to SIGKILL if the start hangs."""
 
     id: str
     pid: int
@@ -52,23 +70,30 @@ class Booting:
 
 @dataclass(frozen=True)
 class Started:
-    """Host -> supervisor: ``on_start`` returned; the actor takes messages."""
+    """Child -> supervisor: running (a worker's ``on_start`` returned; a supervisor's
+    children all started)."""
 
     id: str
     pid: int
+    pgid: int = 0
 
 
 @dataclass(frozen=True)
 class StartRefused:
-    """Host -> supervisor: the actor could not start (import, args, or ``on_start``)."""
+    """Child -> supervisor: it could not start (import, args, ``on_start``, its children).
+
+    ``child`` names the child that failed: the sender itself, or for a supervisor the
+    deepest child of its subtree that failed."""
 
     id: str
     reason: str
+    child: str = ""
 
 
 @dataclass(frozen=True)
 class Exiting:
-    """Host -> supervisor, just before a host leaves on its own: why (Thespian won't say)."""
+    """Child -> supervisor, when it leaves on its own: why (Thespian won't say). The
+    supervisor answers with an exit request once it has stopped routing to the child."""
 
     id: str
     reason: str
@@ -76,33 +101,64 @@ class Exiting:
 
 
 @dataclass(frozen=True)
+class Shutdown:
+    """Supervisor -> child supervisor: stop your children in order, then leave."""
+
+
+@dataclass(frozen=True)
 class DirectoryUpdate:
-    """Supervisor -> hosts: names whose address changed (``None``: restarting)."""
+    """Root -> every process of the tree: names whose address changed (``None``: not
+    routable now, e.g. restarting) and names gone for good."""
 
     entries: dict[str, Address | None]
     removed: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
-class StartTree:
-    """System -> root supervisor: start the configured children in order."""
+class NamesChanged:
+    """Supervisor -> root: its own children's names changed.
 
-    spec: SupervisorSpec
-    settings: ActorSettings
-    start_timeout: float
+    ``down``: child supervisors whose whole subtree is not routable now; ``gone``: child
+    supervisors whose subtree is gone for good (names removed)."""
 
-
-@dataclass(frozen=True)
-class TreeStarted:
-    directory: dict[str, Address | None]
-    pgid: int
-    pids: dict[str, int]
+    owner: str
+    entries: dict[str, Address | None]
+    removed: tuple[str, ...] = ()
+    down: tuple[str, ...] = ()
+    gone: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
-class TreeStartFailed:
-    child: str
-    reason: str
+class Probe:
+    """Supervisor -> child: liveness check; answered between messages, so a stuck
+    handler cannot answer."""
+
+    seq: int
+
+
+@dataclass(frozen=True)
+class ProbeAck:
+    id: str
+    seq: int
+
+
+@dataclass(frozen=True)
+class AdminRequest:
+    """System -> supervisor: ``op`` is which_children, count_children, start_child,
+    terminate_child, restart_child, delete_child, get_childspec or tree."""
+
+    op: str
+    args: dict[str, Any] = field(default_factory=dict)
+    ref: int = 0
+
+
+@dataclass(frozen=True)
+class AdminReply:
+    value: Any = None
+    error: str | None = None
+    """A :class:`~callboard.errors.SupervisorError` reason, or ``start_failed``."""
+    detail: str = ""
+    ref: int = 0
 
 
 @dataclass(frozen=True)

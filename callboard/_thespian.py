@@ -12,9 +12,11 @@ the runtime applies before the admin process forks (its children inherit them):
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import os
 import signal
 import socket
+from collections.abc import Iterator
 from typing import Any
 
 __all__ = [
@@ -54,6 +56,22 @@ def apply_bind(address: str) -> None:
 
     IPBase.IPActorAddress.__init__ = __init__
     _patched = True
+
+
+@contextlib.contextmanager
+def shutdown_wait(seconds: float) -> Iterator[None]:
+    """Bound how long ``ActorSystem.shutdown()`` waits for the admin (Thespian: 10 s).
+
+    Used once callboard has already stopped the whole tree in order: what remains (admin,
+    logger, an idle root) is then reaped by process group instead of waited for."""
+    from thespian.system import systemBase
+
+    old = systemBase.MAX_SYSTEM_SHUTDOWN_DELAY
+    systemBase.MAX_SYSTEM_SHUTDOWN_DELAY = dt.timedelta(seconds=seconds)
+    try:
+        yield
+    finally:
+        systemBase.MAX_SYSTEM_SHUTDOWN_DELAY = old
 
 
 def capabilities(transport: str, admin_port: int) -> dict[str, Any]:

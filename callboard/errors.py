@@ -33,6 +33,7 @@ __all__ = [
     "NoSuchActor",
     "RemoteError",
     "StartFailed",
+    "SupervisorError",
     "SystemFailed",
     "SystemNotRunning",
 ]
@@ -115,6 +116,24 @@ class StartFailed(CallboardError):
         self.child = child
         self.reason = reason
         super().__init__(f"child {child!r} failed to start: {reason}")
+
+
+class SupervisorError(CallboardError):
+    """A child-administration call was refused; ``reason`` has OTP's meaning:
+
+    ``not_found``           no child spec with that id under this supervisor
+    ``running``             the child is running (restart/delete need it stopped first)
+    ``restarting``          the child is being restarted (a restart attempt is pending)
+    ``already_present``     a spec with that id exists, but its child is not running
+    ``already_started``     a child with that id is running
+    ``simple_one_for_one``  the call does not apply to a simple_one_for_one supervisor
+    ``not_a_supervisor``    the target name is a worker, not a supervisor
+    """
+
+    def __init__(self, reason: str, message: str = "") -> None:
+        self.reason = reason
+        self.message = message or reason
+        super().__init__(f"{reason}: {message}" if message else reason)
 
 
 class SystemNotRunning(CallboardError):

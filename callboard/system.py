@@ -42,21 +42,24 @@ from thespian.actors import ActorSystem, ExternalContext
 from callboard import _thespian
 from callboard._control import (
     ActorSettings,
+    AdminReply,
+    AdminRequest,
     DirectoryReply,
     GetDirectory,
-    StartTree,
+    InitSupervisor,
+    Started,
+    StartRefused,
     StopTree,
-    TreeStarted,
-    TreeStartFailed,
 )
 from callboard.actors._runtime import reply_value
-from callboard.config import Config, load_config
+from callboard.config import ChildSpec, Config, load_config
 from callboard.errors import (
     NO_SUCH_ACTOR,
     AskTimeout,
     NoSuchActor,
     RemoteError,
     StartFailed,
+    SupervisorError,
     SystemFailed,
     SystemNotRunning,
 )
@@ -146,17 +149,21 @@ class System:
             metrics_dir=str(self.metrics_dir) if self.transport == "tcp" else "",
             system_name=self.name,
             in_process=self.transport != "tcp",
+            start_timeout=cfg.start_timeout,
         )
-        reply = self._asys.ask(
-            self._root,
-            StartTree(self.config.supervisor, settings, cfg.start_timeout),
-            cfg.start_timeout * max(1, len(self.config.supervisor.children)) + _CONTROL_TIMEOUT,
-        )
-        if isinstance(reply, TreeStartFailed):
-            raise StartFailed(reply.child, reply.reason)
-        if not isinstance(reply, TreeStarted):
-            raise StartFailed("root", f"no answer from the root supervisor ({reply!r})")
-        self._directory = dict(reply.directory)
+        root = self.config.supervisor
+        init = InitSupervisor(root.id, root, None, None, {}, settings, host_pid=os.getpid())
+        budget = cfg.start_timeout * max(1, _count_workers(root.children)) + _CONTROL_TIMEOUT
+        deadline = time.monotonic() + budget
+        reply = self._asys.ask(self._root, init, budget)
+        while not isinstance(reply, Started | StartRefused):
+            remaining = deadline - time.monotonic()
+            if reply is None or remaining <= 0:
+                raise StartFailed(root.id, "no start confirmation from the root supervisor")
+            reply = self._asys.listen(remaining)
+        if isinstance(reply, StartRefused):
+            raise StartFailed(reply.child or reply.id, reply.reason)
+        self._directory = {}
         self.pgid = reply.pgid if self.transport == "tcp" else None
         self._state = "running"
         self.started_at = time.time()
@@ -179,7 +186,7 @@ class System:
                     with contextlib.suppress(Exception):
                         ctx.exit_clone()
                 if self._asys is not None:
-                    with contextlib.suppress(Exception):
+                    with contextlib.suppress(Exception), _thespian.shutdown_wait(2.0):
                         self._asys.shutdown()
             finally:
                 self._reap()
@@ -188,12 +195,7 @@ class System:
                 shutil.rmtree(self._workdir, ignore_errors=True)
 
     def _stop_budget(self) -> float:
-        total = 0.0
-        for child in self.config.supervisor.children:
-            if child.shutdown == "infinity":
-                return 24 * 3600.0
-            total += 0.0 if child.shutdown == "brutal_kill" else float(child.shutdown)
-        return total + _CONTROL_TIMEOUT
+        return _shutdown_budget(self.config.supervisor.children) + _CONTROL_TIMEOUT
 
     def _reap(self) -> None:
         """Last resort: whatever of our process group survived Thespian's shutdown dies."""
@@ -266,12 +268,86 @@ class System:
 
         return bytes(generate_latest(cbmetrics.actor_metrics().registry))
 
-    def directory(self) -> dict[str, int | None]:
-        """Actor name -> pid (``None`` while restarting), fresh from the root supervisor."""
+    # -- supervision tree and child administration (OTP's supervisor calls) ----------------
+
+    def tree(self, timeout: float = 10.0) -> dict[str, Any]:
+        """The whole supervision tree as a JSON-able nested dict: for each node ``id``,
+        ``type`` (worker/supervisor), ``strategy`` (supervisors), ``pid``, ``status``
+        (running/restarting/stopped/...), ``restarts``, ``last_exit_reason``,
+        ``uptime_s`` and ``children``."""
+        return self._admin(self.config.supervisor.id, "tree", {}, timeout)  # type: ignore[no-any-return]
+
+    def which_children(self, sup: str = "root", timeout: float = 10.0) -> list[dict[str, Any]]:
+        """One row per child of supervisor ``sup`` (see :meth:`tree` for the fields)."""
+        return self._admin(sup, "which_children", {}, timeout)  # type: ignore[no-any-return]
+
+    def count_children(self, sup: str = "root", timeout: float = 10.0) -> dict[str, int]:
+        """``{specs, active, supervisors, workers}`` of supervisor ``sup``, as in OTP."""
+        return self._admin(sup, "count_children", {}, timeout)  # type: ignore[no-any-return]
+
+    def get_childspec(self, sup: str, child_id: str, timeout: float = 10.0) -> dict[str, Any]:
+        """The child spec of ``child_id``. Raises ``SupervisorError("not_found")``."""
+        return self._admin(sup, "get_childspec", {"id": child_id}, timeout)  # type: ignore[no-any-return]
+
+    def start_child(
+        self, sup: str, spec: dict[str, Any] | ChildSpec | None = None, *,
+        args: dict[str, Any] | None = None, child_id: str | None = None, timeout: float = 60.0,
+    ) -> str:  # fmt: skip
+        """Start a new child under ``sup`` and return its id once it runs.
+
+        For a simple_one_for_one supervisor give ``args`` (merged into the template's
+        args) and optionally ``child_id`` (default ``<sup>-<n>``); otherwise a full child
+        ``spec``. Raises ``SupervisorError`` (``already_started``, ``already_present``,
+        ``invalid_child_spec``) or ``StartFailed``.
+        """
+        if isinstance(spec, ChildSpec):
+            spec = spec.model_dump(mode="json")
+        payload = {"spec": spec, "args": args or {}, "id": child_id}
+        result = self._admin(sup, "start_child", payload, timeout)
+        return str(result["id"])
+
+    def terminate_child(self, sup: str, child_id: str, timeout: float = 60.0) -> None:
+        """Stop a child; its spec stays (unless temporary or dynamic). ``not_found``."""
+        self._admin(sup, "terminate_child", {"id": child_id}, timeout)
+
+    def restart_child(self, sup: str, child_id: str, timeout: float = 60.0) -> None:
+        """Start a terminated child again. ``not_found``, ``running``, ``restarting``,
+        ``simple_one_for_one``; ``StartFailed`` if it fails to start."""
+        self._admin(sup, "restart_child", {"id": child_id}, timeout)
+
+    def delete_child(self, sup: str, child_id: str, timeout: float = 60.0) -> None:
+        """Forget a terminated child's spec. ``not_found``, ``running``, ``restarting``,
+        ``simple_one_for_one``."""
+        self._admin(sup, "delete_child", {"id": child_id}, timeout)
+
+    def _admin(self, sup: str, op: str, args: dict[str, Any], timeout: float) -> Any:
         self._check()
         with self._context() as ctx:
-            reply = self._refresh(ctx)
-        return {name: reply.pids.get(name) for name in reply.directory}
+            address = self._root if sup == self.config.supervisor.id else self._resolve(sup, ctx)
+            reply = ctx.ask(address, AdminRequest(op, args), timeout)
+        if isinstance(reply, bytes):  # a worker answered: it is not a supervisor
+            raise SupervisorError("not_a_supervisor", f"{sup} is a worker")
+        if reply is None:
+            raise AskTimeout(f"{sup} did not answer {op} within {timeout}s")
+        assert isinstance(reply, AdminReply)
+        if reply.error == "start_failed":
+            raise StartFailed(str(reply.value or "?"), reply.detail)
+        if reply.error is not None:
+            raise SupervisorError(reply.error, reply.detail)
+        return reply.value
+
+    def directory(self) -> dict[str, int | None]:
+        """Every name in the tree (workers and supervisors) -> its pid, ``None`` while it is
+        not running; fresh from the supervisors."""
+        found: dict[str, int | None] = {}
+
+        def walk(node: dict[str, Any]) -> None:
+            for child in node.get("children", []):
+                found[child["id"]] = child["pid"] if child["status"] == "running" else None
+                walk(child)
+
+        walk(self.tree())
+        return found
 
     # -- internals ------------------------------------------------------------------------------
 
@@ -353,6 +429,23 @@ class System:
             if remaining <= 0:
                 return _timeout()
             answer = ctx.listen(remaining)
+
+
+def _count_workers(children: list[ChildSpec]) -> int:
+    return sum(_count_workers(c.supervisor.children) if c.supervisor else 1 for c in children)
+
+
+def _shutdown_budget(children: list[ChildSpec]) -> float:
+    """Worst case of an orderly stop: every worker's shutdown time, in sequence."""
+    total = 0.0
+    for child in children:
+        if child.supervisor is not None:
+            total += _shutdown_budget(child.supervisor.children)
+        elif child.shutdown == "infinity":
+            return 24 * 3600.0
+        elif isinstance(child.shutdown, float | int):
+            total += float(child.shutdown)
+    return total
 
 
 def _timeout() -> Any:

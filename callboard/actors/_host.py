@@ -22,15 +22,29 @@ from thespian.actors import (
     WakeupMessage,
 )
 
-from callboard._control import Booting, DirectoryUpdate, Exiting, InitActor, Started, StartRefused
-from callboard.actors._runtime import ActorRuntime, load_actor_class
+from callboard import _lifeline
+from callboard._control import (
+    Booting,
+    DirectoryUpdate,
+    Exiting,
+    InitActor,
+    Probe,
+    ProbeAck,
+    Started,
+    StartRefused,
+)
+from callboard.actors._runtime import ActorRuntime, error_frame, load_actor_class
+from callboard.errors import NO_SUCH_ACTOR, InvalidMessage
+from callboard.messages import decode_envelope
 from callboard.observability import logging as cblog
 from callboard.observability import metrics as cbmetrics
 
 __all__ = ["ActorHost", "process_setup"]
 
 _LEAVE_NOW = "callboard.leave"
-_LEAVE_GRACE_S = 2.0
+LINGER_S = 0.5
+"""How long a process that left on its own stays to refuse (with an answer) what still
+arrives at its old address, while its supervisor already runs the replacement."""
 
 
 def process_setup(actor_id: str, settings: Any) -> Any:
@@ -95,12 +109,13 @@ class ActorHost(ThespianActor):  # type: ignore[misc]
         self.wakeupAfter(dt.timedelta(seconds=max(0.0, delay)), payload=key)
 
     def leave(self, reason: str, detail: str) -> None:
-        # The parent ends us (with an exit request) once it has stopped routing to us, so
-        # messages that arrive meanwhile are refused with an answer instead of lost in the
-        # exit. Without a parent (or if it never answers), leave after a grace period.
+        # Thespian drops whatever reaches a process in its last moments, unanswered. So the
+        # parent hears at once (and starts the replacement), while this process lingers,
+        # refusing with an answer (``no_such_actor``: resend elsewhere) what still arrives
+        # at its old address, until everyone has learned the new one.
         if self._parent is not None:
             self.send(self._parent, Exiting(self._id, reason, detail))
-        self.wakeupAfter(dt.timedelta(seconds=_LEAVE_GRACE_S), payload=_LEAVE_NOW)
+        self.wakeupAfter(dt.timedelta(seconds=LINGER_S), payload=_LEAVE_NOW)
 
     # Thespian entry point ----------------------------------------------------------------
 
@@ -120,6 +135,8 @@ class ActorHost(ThespianActor):  # type: ignore[misc]
         rt = self._rt
         if isinstance(msg, bytes) and rt is not None:
             rt.on_frame(msg, sender)
+        elif isinstance(msg, Probe):
+            self.send(sender, ProbeAck(self._id, msg.seq))  # only between handlers: liveness
         elif isinstance(msg, WakeupMessage):
             if msg.payload == _LEAVE_NOW:
                 self.send(self.myAddress, ActorExitRequest())
@@ -139,13 +156,29 @@ class ActorHost(ThespianActor):  # type: ignore[misc]
         elif rt is not None:
             rt.on_frame(msg, sender)  # not bytes: the runtime answers invalid_message
         elif isinstance(msg, bytes):
-            pass  # before InitActor nobody can know our name; cannot happen via callboard
+            # Not anyone yet: a sender with a stale address that the kernel has just
+            # handed to this new process. Refuse, so it re-resolves the name.
+            self._refuse_unborn(msg, sender)
+
+    def _refuse_unborn(self, frame: bytes, sender: Any) -> None:
+        try:
+            env = decode_envelope(frame)
+        except InvalidMessage:
+            env = None
+        if env is None or env.kind == "ask":
+            text = "this process does not host that actor (yet)"
+            self.send(sender, error_frame(env, "?", NO_SUCH_ACTOR, text))
 
     def _init(self, msg: InitActor, sender: Any) -> None:
         if self._rt is not None:
             return
         self._parent = sender
         self._id = msg.id
+        if not msg.settings.in_process:
+            if msg.top_level:  # the root died: take the whole system (admin, logger) along
+                _lifeline.watch([os.getppid()], lambda _pid: _lifeline.kill_own_group())
+            else:
+                _lifeline.die_with_parent()
         self.send(sender, Booting(msg.id, os.getpid()))
         try:
             self._log = process_setup(msg.id, msg.settings)
@@ -166,7 +199,7 @@ class ActorHost(ThespianActor):  # type: ignore[misc]
             reason = f"{type(exc).__name__}: {exc}"
             if self._log is not None:
                 self._log.error("start_failed", error=reason)
-            self.send(sender, StartRefused(msg.id, reason))
+            self.send(sender, StartRefused(msg.id, reason, msg.id))
             self.send(self.myAddress, ActorExitRequest())
             if self._rt is not None:
                 self._rt.state = "exiting"

@@ -40,7 +40,7 @@ from callboard.messages import (
 )
 from callboard.messages._errors import Nothing
 
-__all__ = ["ActorRuntime", "Hooks", "Port", "load_actor_class", "reply_value"]
+__all__ = ["ActorRuntime", "Hooks", "Port", "error_frame", "load_actor_class", "reply_value"]
 
 Address = Any
 RESTARTING = "restarting"
@@ -471,23 +471,10 @@ class ActorRuntime:
         self, req: Envelope | None, sender: Address, code: str, text: str,
         details: dict[str, Any] | None = None, causation_id: str | None = None,
     ) -> None:  # fmt: skip
-        if sender is None:
-            return
-        err = ErrorReply(code=code, message=text, details=details or {})
-        env = Envelope.model_construct(
-            kind="error", id=new_id(), type=err.type_name, version=err.version,
-            correlation_id=req.correlation_id if req else None,
-            causation_id=req.id if req else causation_id, deadline=None,
-            priority=req.priority if req else 0, traceparent=req.traceparent if req else None,
-            principal=None, attempt=1, target=req.sender if req else None, sender=self.id,
-            payload=err,
-        )  # fmt: skip
-        try:
-            frame = encode(env, self._max)
-        except InvalidMessage:  # details too large to send: send the bare code instead
-            env.payload = ErrorReply(code=code, message=text[:1000])
-            frame = encode(env)
-        self._port.send(sender, frame)
+        if sender is not None:
+            self._port.send(
+                sender, error_frame(req, self.id, code, text, details, causation_id, self._max)
+            )
 
     def _refuse(self, env: Envelope, sender: Address, code: str, text: str) -> None:
         self._hooks.dropped(code, env.type)
@@ -507,6 +494,28 @@ class ActorRuntime:
             )  # fmt: skip
         if expects_reply:
             self._send_error(env, sender, exc.code, exc.message, exc.details, causation_id)
+
+
+def error_frame(
+    req: Envelope | None, sender_id: str, code: str, text: str,
+    details: dict[str, Any] | None = None, causation_id: str | None = None,
+    max_bytes: int | None = None,
+) -> bytes:  # fmt: skip
+    """An encoded ``error`` envelope answering ``req`` (or the frame id ``causation_id``)."""
+    err = ErrorReply(code=code, message=text, details=details or {})
+    env = Envelope.model_construct(
+        kind="error", id=new_id(), type=err.type_name, version=err.version,
+        correlation_id=req.correlation_id if req else None,
+        causation_id=req.id if req else causation_id, deadline=None,
+        priority=req.priority if req else 0, traceparent=req.traceparent if req else None,
+        principal=None, attempt=1, target=req.sender if req else None, sender=sender_id,
+        payload=err,
+    )  # fmt: skip
+    try:
+        return encode(env, max_bytes)
+    except InvalidMessage:  # details too large to send: send the bare code instead
+        env.payload = ErrorReply(code=code, message=text[:1000])
+        return encode(env)
 
 
 class _Aborted(Exception):

@@ -6,11 +6,22 @@
 """
 
 from callboard.config._loader import dump_config, load_config
-from callboard.config._models import ChildSpec, Config, SupervisorSpec, SystemSettings
+from callboard.config._models import (
+    Backoff,
+    ChildSpec,
+    Config,
+    Liveness,
+    SupervisorFlags,
+    SupervisorSpec,
+    SystemSettings,
+)
 
 __all__ = [
+    "Backoff",
     "ChildSpec",
     "Config",
+    "Liveness",
+    "SupervisorFlags",
     "SupervisorSpec",
     "SystemSettings",
     "dump_config",

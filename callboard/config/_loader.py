@@ -64,9 +64,15 @@ def load_config(source: Source = None, *, env: Mapping[str, str] | None = None) 
 
 
 def dump_config(config: Config) -> str:
-    """Render ``config`` (every key, defaults included) as TOML that loads back equal."""
+    """Render ``config`` (every key, defaults included) as TOML that loads back equal.
+
+    Optional tables and keys that are absent (a worker's ``supervisor``, a supervisor's
+    ``actor``, an unset ``backoff``) are left out: TOML has no null. ``None`` inside
+    ``args`` is not dropped; it raises ``ValueError``.
+    """
     lines: list[str] = []
-    _emit_table(lines, (), config.model_dump(mode="python"))
+    # exclude_none reaches model fields only, never into the free-form ``args`` dict.
+    _emit_table(lines, (), config.model_dump(mode="python", exclude_none=True))
     return "\n".join(lines).strip("\n") + "\n"
 
 

@@ -1,20 +1,109 @@
-"""The configuration's shape: pydantic models users write as TOML (spec §3.2 validation)."""
+"""The configuration's shape: pydantic models users write as TOML (spec §3.2 validation).
+
+The supervision part follows Erlang/OTP's ``supervisor`` contract: supervisor flags
+(:class:`SupervisorFlags`) and child specifications (:class:`ChildSpec`), a child being
+either a worker (``actor``) or a nested supervisor (``supervisor``). Every rejection
+reads like OTP's: the message starts with the reason (``invalid_strategy``,
+``duplicate_child_name``, ...), then ``": "`` and an explanation, and the error type
+(``ValidationError.errors()[i]["type"]``) is the reason itself. Errors are located at the
+offending key, e.g. ``supervisor.children.1.supervisor.children.0.restart``.
+"""
 
 from __future__ import annotations
 
-from typing import Any, Literal
+import math
+from collections.abc import Iterator
+from typing import Any, Literal, cast, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    ValidatorFunctionWrapHandler,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
-__all__ = ["ChildSpec", "Config", "SupervisorSpec", "SystemSettings"]
+__all__ = [
+    "Backoff",
+    "ChildSpec",
+    "Config",
+    "Liveness",
+    "SupervisorFlags",
+    "SupervisorSpec",
+    "SystemSettings",
+]
 
 _ID_PATTERN = r"^[A-Za-z_][A-Za-z0-9_.\-]{0,127}$"
 _IMPORT_PATTERN = r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$"
+
+Strategy = Literal["one_for_one", "one_for_all", "rest_for_one", "simple_one_for_one"]
+AutoShutdown = Literal["never", "any_significant", "all_significant"]
+RestartType = Literal["permanent", "transient", "temporary"]
+Shutdown = float | Literal["brutal_kill", "infinity"]
+
+_STRATEGIES: tuple[str, ...] = get_args(Strategy)
+_AUTO_SHUTDOWNS: tuple[str, ...] = get_args(AutoShutdown)
+_RESTART_TYPES: tuple[str, ...] = get_args(RestartType)
+
+_WORKER_SHUTDOWN = 5.0
+"""Default ``shutdown`` of a worker (OTP: 5000 ms); a supervisor child gets ``infinity``."""
+
+
+# --- rejections ------------------------------------------------------------------------
+
+
+def _reject(reason: str, detail: str) -> PydanticCustomError:
+    """An error whose type is ``reason`` and whose message is ``"<reason>: <detail>"``."""
+    # No context: the template is used as is, so braces in ``detail`` are safe.
+    return PydanticCustomError(reason, f"{reason}: {detail}")
+
+
+def _reject_at(title: str, errors: list[tuple[tuple[str | int, ...], str, str, Any]]) -> None:
+    """Raise ``(loc, reason, detail, input)`` errors located below the current model.
+
+    pydantic prefixes the ``loc`` of line errors raised from a validator with the
+    validated value's own location, so ``("children", 1, "id")`` raised while
+    validating ``supervisor`` ends up as ``supervisor.children.1.id``.
+    """
+    if errors:
+        raise ValidationError.from_exception_data(
+            title,
+            [
+                InitErrorDetails(type=_reject(reason, detail), loc=loc, input=value)
+                for loc, reason, detail, value in errors
+            ],
+        )
+
+
+def _one_of(value: Any, allowed: tuple[str, ...], reason: str) -> Any:
+    if isinstance(value, str) and value in allowed:
+        return value
+    raise _reject(reason, f"{value!r} is not one of {', '.join(allowed)}")
+
+
+def _number(value: Any, handler: ValidatorFunctionWrapHandler, reason: str, expected: str) -> Any:
+    """``handler(value)`` (pydantic's checks), any failure reported as ``reason``.
+
+    Booleans are refused although pydantic's lax mode would read them as 0/1.
+    """
+    if not isinstance(value, bool):
+        try:
+            return handler(value)
+        except ValidationError:
+            pass
+    raise _reject(reason, f"{value!r} is not {expected}")
 
 
 class _Strict(BaseModel):
     # Unknown keys are typos until proven otherwise: reject them with their path.
     model_config = ConfigDict(extra="forbid", validate_default=True)
+
+
+# --- [system] --------------------------------------------------------------------------
 
 
 class SystemSettings(_Strict):
@@ -38,45 +127,287 @@ class SystemSettings(_Strict):
     """Where actor processes write JSON log lines; empty means the starter's stderr."""
 
 
-class ChildSpec(_Strict):
-    """One ``[[supervisor.children]]`` entry."""
+# --- child specifications --------------------------------------------------------------
 
-    id: str = Field(pattern=_ID_PATTERN)
-    """Unique in the whole tree; also the name the actor is addressed by."""
-    actor: str = Field(pattern=_IMPORT_PATTERN)
-    """``"package.module:Class"`` of a :class:`callboard.Actor` subclass."""
-    restart: Literal["permanent", "transient", "temporary"] = "permanent"
-    shutdown: float | Literal["brutal_kill", "infinity"] = 5.0
-    """Seconds to wait for a graceful stop before SIGKILL; ``brutal_kill`` kills at once."""
-    args: dict[str, Any] = Field(default_factory=dict)
-    """Handed to the actor as ``self.args`` (validated by its nested ``Args`` model)."""
 
-    @field_validator("shutdown")
+class Backoff(_Strict):
+    """``backoff``: how long a child waits before each restart.
+
+    Consecutive restarts wait ``min``, ``2 * min``, ``4 * min``, ... seconds, capped at
+    ``max``, each lengthened at random by up to ``jitter`` times itself. Once the child
+    has run ``reset_after`` seconds, the next delay is ``min`` again. ``min = 0``
+    restarts at once. Any problem is rejected as ``invalid_backoff``.
+    """
+
+    min: float = Field(0.0, ge=0, allow_inf_nan=False)
+    """Delay before the first restart, in seconds (>= 0)."""
+    max: float = Field(30.0, ge=0, allow_inf_nan=False)
+    """Cap of the delay, in seconds (>= ``min``)."""
+    jitter: float = Field(0.1, ge=0, le=1, allow_inf_nan=False)
+    """Random spread of each delay, as a fraction of it (0 to 1)."""
+    reset_after: float = Field(10.0, ge=0, allow_inf_nan=False)
+    """Seconds of uninterrupted running after which the next delay is ``min`` again."""
+
+    @field_validator("min", "max", "reset_after", mode="wrap")
     @classmethod
-    def _shutdown_positive(cls, v: float | str) -> float | str:
-        if isinstance(v, float | int) and v < 0:
-            raise ValueError("invalid_shutdown: must be >= 0 seconds, 'brutal_kill' or 'infinity'")
+    def _seconds(cls, v: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+        return _number(v, handler, "invalid_backoff", "a number of seconds >= 0")
+
+    @field_validator("jitter", mode="wrap")
+    @classmethod
+    def _jitter(cls, v: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+        return _number(v, handler, "invalid_backoff", "a fraction between 0 and 1")
+
+    @field_validator("max")
+    @classmethod
+    def _max_not_below_min(cls, v: float, info: ValidationInfo) -> float:
+        low = info.data.get("min")
+        if low is not None and v < low:
+            raise _reject("invalid_backoff", f"max {v!r} is less than min {low!r}")
         return v
 
 
-class SupervisorSpec(_Strict):
-    """``[supervisor]``: the root supervisor (id ``root``) and its children."""
+class Liveness(_Strict):
+    """``liveness``: a heartbeat that catches a hung (not crashed) child.
 
-    id: str = Field("root", pattern=_ID_PATTERN)
-    strategy: Literal["one_for_one"] = "one_for_one"
+    The supervisor probes the child every ``interval`` seconds; a probe unanswered for
+    ``timeout`` seconds means the child is stuck: it is killed, with exit reason
+    ``timeout``, and handled like any other exit. Both keys are required; a problem is
+    rejected as ``invalid_liveness``.
+    """
+
+    interval: float = Field(gt=0, allow_inf_nan=False)
+    """Seconds between two pings (> 0)."""
+    timeout: float = Field(gt=0, allow_inf_nan=False)
+    """Seconds a ping may go unanswered (> 0)."""
+
+    @field_validator("interval", "timeout", mode="wrap")
+    @classmethod
+    def _seconds(cls, v: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+        return _number(v, handler, "invalid_liveness", "a number of seconds > 0")
+
+
+class ChildSpec(_Strict):
+    """One ``[[...children]]`` entry: a worker (``actor``) or a nested supervisor."""
+
+    id: str = Field(pattern=_ID_PATTERN)
+    """Unique in the whole tree; also the name the child is addressed by."""
+    actor: str | None = Field(None, pattern=_IMPORT_PATTERN)
+    """A worker: ``"package.module:Class"`` of a :class:`callboard.Actor` subclass."""
+    supervisor: SupervisorFlags | None = None
+    """A nested supervisor: its flags and children. Exactly one of ``actor``/``supervisor``."""
+    restart: RestartType = "permanent"
+    """``permanent``: always restarted; ``transient``: only after an abnormal exit;
+    ``temporary``: never."""
+    shutdown: Shutdown = _WORKER_SHUTDOWN
+    """Seconds to wait for a graceful stop before the kill; ``brutal_kill`` kills at once;
+    ``infinity`` waits. Left out (or ``None``), it is 5.0 for a worker and ``infinity``
+    for a supervisor; never ``None`` once validated."""
+    significant: bool = Field(False, strict=True)
+    """Its exit (normal, for a transient child) may shut its supervisor down, per the
+    supervisor's ``auto_shutdown``. Not allowed on a permanent child."""
+    args: dict[str, Any] = Field(default_factory=dict)
+    """Handed to the actor as ``self.args`` (validated by its nested ``Args`` model).
+    Workers only."""
+    backoff: Backoff | None = None
+    """Delay between restarts; ``None`` restarts at once (OTP's behaviour)."""
+    liveness: Liveness | None = None
+    """Heartbeat check that catches a hung (not crashed) child; ``None``: no check."""
+
+    @property
+    def is_supervisor(self) -> bool:
+        """Whether this child is a nested supervisor rather than a worker."""
+        return self.supervisor is not None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _kind_default_shutdown(cls, data: Any) -> Any:
+        # OTP's default depends on the child type: 5000 ms for a worker, infinity for a
+        # supervisor (its subtree needs the time to stop in order).
+        if isinstance(data, dict) and data.get("shutdown") is None:
+            kind_default = "infinity" if data.get("supervisor") is not None else _WORKER_SHUTDOWN
+            data = {**data, "shutdown": kind_default}
+        return data
+
+    @field_validator("restart", mode="before")
+    @classmethod
+    def _restart_type(cls, v: Any) -> Any:
+        return _one_of(v, _RESTART_TYPES, "invalid_restart_type")
+
+    @field_validator("shutdown", mode="wrap")
+    @classmethod
+    def _shutdown(cls, v: Any, handler: ValidatorFunctionWrapHandler) -> Shutdown:
+        if not isinstance(v, bool):
+            try:
+                value = cast(Shutdown, handler(v))
+            except ValidationError:
+                pass
+            else:
+                if isinstance(value, str):
+                    return value
+                if math.isfinite(value) and value >= 0:
+                    return float(value)
+        raise _reject(
+            "invalid_shutdown",
+            f"{v!r} is not a number of seconds >= 0, 'brutal_kill' or 'infinity'",
+        )
+
+    @field_validator("significant", mode="wrap")
+    @classmethod
+    def _significant(
+        cls, v: Any, handler: ValidatorFunctionWrapHandler, info: ValidationInfo
+    ) -> bool:
+        try:
+            value = cast(bool, handler(v))
+        except ValidationError:
+            raise _reject("invalid_significant", f"{v!r} is not a boolean") from None
+        if value and info.data.get("restart") == "permanent":
+            raise _reject(
+                "invalid_significant",
+                "a significant child must be transient or temporary, not permanent "
+                "(a permanent child is always restarted, so it never ends for good)",
+            )
+        return value
+
+    @field_validator("args")
+    @classmethod
+    def _args_for_workers(cls, v: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        if v and info.data.get("supervisor") is not None:
+            raise _reject(
+                "invalid_child_spec",
+                f"{info.data.get('id', '?')!r} is a supervisor: args are for workers only",
+            )
+        return v
+
+    @model_validator(mode="after")
+    def _worker_or_supervisor(self) -> ChildSpec:
+        if (self.actor is None) == (self.supervisor is None):
+            which = "neither actor nor" if self.actor is None else "both actor and"
+            raise _reject(
+                "invalid_child_spec",
+                f"{self.id!r} has {which} supervisor: give exactly one "
+                "(actor for a worker, supervisor for a nested supervisor)",
+            )
+        return self
+
+
+# --- supervisors -----------------------------------------------------------------------
+
+
+class SupervisorFlags(_Strict):
+    """The flags and children of a supervisor: the root's ``[supervisor]`` table or a
+    child's ``supervisor`` table."""
+
+    strategy: Strategy = "one_for_one"
+    """What else is restarted when a child is: ``one_for_one`` nothing else;
+    ``one_for_all`` every sibling; ``rest_for_one`` the siblings started after it;
+    ``simple_one_for_one`` is ``one_for_one`` over instances of one child spec."""
     intensity: int = Field(3, ge=0)
     """More than ``intensity`` restarts within ``period`` seconds: the supervisor gives up."""
-    period: float = Field(5.0, gt=0)
+    period: float = Field(5.0, gt=0, allow_inf_nan=False)
+    auto_shutdown: AutoShutdown = "never"
+    """``never``; ``any_significant``: the supervisor stops when a significant child ends
+    for good; ``all_significant``: when the last of them does."""
     children: list[ChildSpec] = Field(default_factory=list)
+
+    def walk(self) -> Iterator[tuple[tuple[str | int, ...], ChildSpec]]:
+        """Every child spec in the tree, depth first in file order, with its location
+        relative to this table (e.g. ``("children", 1, "supervisor", "children", 0)``)."""
+        yield from _walk(self, ())
+
+    @field_validator("strategy", mode="before")
+    @classmethod
+    def _strategy(cls, v: Any) -> Any:
+        return _one_of(v, _STRATEGIES, "invalid_strategy")
+
+    @field_validator("intensity", mode="wrap")
+    @classmethod
+    def _intensity(cls, v: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+        return _number(v, handler, "invalid_intensity", "an integer >= 0")
+
+    @field_validator("period", mode="wrap")
+    @classmethod
+    def _period(cls, v: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+        return _number(v, handler, "invalid_period", "a number of seconds > 0")
+
+    @field_validator("auto_shutdown", mode="before")
+    @classmethod
+    def _auto_shutdown(cls, v: Any, info: ValidationInfo) -> Any:
+        v = _one_of(v, _AUTO_SHUTDOWNS, "invalid_auto_shutdown")
+        if v != "never" and info.data.get("strategy") == "simple_one_for_one":
+            # OTP 27 and later reject this too.
+            raise _reject(
+                "bad_combination",
+                f"auto_shutdown = {v!r} is not supported with strategy = 'simple_one_for_one'",
+            )
+        return v
+
+    @field_validator("children")
+    @classmethod
+    def _children_fit_flags(cls, v: list[ChildSpec], info: ValidationInfo) -> list[ChildSpec]:
+        if info.data.get("strategy") == "simple_one_for_one" and len(v) != 1:
+            raise _reject(
+                "bad_start_spec",
+                "a simple_one_for_one supervisor takes exactly one child spec "
+                f"(the template of its dynamically started children), not {len(v)}",
+            )
+        if info.data.get("auto_shutdown") == "never":
+            _reject_at(
+                cls.__name__,
+                [
+                    (
+                        (i, "significant"),
+                        "bad_combination",
+                        f"{child.id!r} is significant but its supervisor has "
+                        "auto_shutdown = 'never' (use any_significant or all_significant, "
+                        "or make it not significant)",
+                        True,
+                    )
+                    for i, child in enumerate(v)
+                    if child.significant
+                ],
+            )
+        return v
+
+
+class SupervisorSpec(SupervisorFlags):
+    """``[supervisor]``: the root supervisor (id ``root``) and its children.
+
+    Checks that every id in the tree is unique (nested supervisors included): the ids
+    are the names children are addressed by.
+    """
+
+    id: str = Field("root", pattern=_ID_PATTERN)
 
     @model_validator(mode="after")
     def _unique_ids(self) -> SupervisorSpec:
-        seen: set[str] = {self.id}
-        for child in self.children:
-            if child.id in seen:
-                raise ValueError(f"duplicate_child_name: {child.id!r} is used twice in the tree")
-            seen.add(child.id)
+        owner: dict[str, str] = {self.id: "it is the root supervisor's id"}
+        duplicates: list[tuple[tuple[str | int, ...], str, str, Any]] = []
+        parents: dict[tuple[str | int, ...], str] = {(): self.id}
+        for loc, child in self.walk():
+            parent = parents[loc[:-2]]
+            if child.id in owner:
+                detail = f"{child.id!r} is used twice in the tree ({owner[child.id]})"
+                duplicates.append(((*loc, "id"), "duplicate_child_name", detail, child.id))
+            else:
+                owner[child.id] = f"first under supervisor {parent!r}"
+            if child.supervisor is not None:
+                parents[(*loc, "supervisor")] = child.id
+        _reject_at(type(self).__name__, duplicates)
         return self
+
+
+def _walk(
+    flags: SupervisorFlags, prefix: tuple[str | int, ...]
+) -> Iterator[tuple[tuple[str | int, ...], ChildSpec]]:
+    for i, child in enumerate(flags.children):
+        loc = (*prefix, "children", i)
+        yield loc, child
+        if child.supervisor is not None:
+            yield from _walk(child.supervisor, (*loc, "supervisor"))
+
+
+ChildSpec.model_rebuild()
 
 
 class Config(_Strict):

@@ -105,4 +105,4 @@ def test_too_many_restarts_fail_the_system(start_system: StartSystem, tmp_path: 
     with pytest.raises(SystemFailed):  # and on every call after
         system.ask("other", Get(), timeout=2)
     events = [e.get("event") for e in read_log(tmp_path)]
-    assert "supervisor_gave_up" in events
+    assert "restart_intensity_exceeded" in events

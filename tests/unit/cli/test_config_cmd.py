@@ -82,7 +82,7 @@ def test_check_invalid_file_exits_1_with_errors_on_stderr(
     assert err == (
         f"callboard: invalid configuration in {path}:\n"
         "  supervisor.children.0.restart: "
-        "Input should be 'permanent', 'transient' or 'temporary'\n"
+        "invalid_restart_type: 'sometimes' is not one of permanent, transient, temporary\n"
     )
 
 
@@ -167,7 +167,7 @@ def test_python_dash_m_callboard_subprocess(valid_file: Path, tmp_path: Path) ->
     assert failed.stdout == ""
     assert failed.stderr == (
         f"callboard: invalid configuration in {bad}:\n"
-        "  supervisor.intensity: Input should be greater than or equal to 0\n"
+        "  supervisor.intensity: invalid_intensity: -1 is not an integer >= 0\n"
     )
 
     usage = subprocess.run(

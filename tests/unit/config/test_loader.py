@@ -262,43 +262,54 @@ def invalid_file_error(tmp_path: Path, text: str) -> tuple[Path, ConfigError]:
 
 
 def test_bad_strategy(tmp_path: Path) -> None:
-    _, err = invalid_file_error(tmp_path, '[supervisor]\nstrategy = "one_for_all"\n')
-    assert err.errors == [("supervisor.strategy", "Input should be 'one_for_one'")]
+    _, err = invalid_file_error(tmp_path, '[supervisor]\nstrategy = "one_for_none"\n')
+    assert err.errors == [
+        (
+            "supervisor.strategy",
+            "invalid_strategy: 'one_for_none' is not one of "
+            "one_for_one, one_for_all, rest_for_one, simple_one_for_one",
+        )
+    ]
 
 
 def test_bad_restart_names_child_index(tmp_path: Path) -> None:
     text = VALID.replace('restart = "transient"', 'restart = "sometimes"')
     path, err = invalid_file_error(tmp_path, text)
-    assert err.errors == [
-        (
-            "supervisor.children.0.restart",
-            "Input should be 'permanent', 'transient' or 'temporary'",
-        )
-    ]
-    assert (
-        f"invalid configuration in {path}:\n"
-        "  supervisor.children.0.restart: Input should be 'permanent', 'transient' or 'temporary'"
-    ) == str(err)
+    reason = "invalid_restart_type: 'sometimes' is not one of permanent, transient, temporary"
+    assert err.errors == [("supervisor.children.0.restart", reason)]
+    assert f"invalid configuration in {path}:\n  supervisor.children.0.restart: {reason}" == str(
+        err
+    )
 
 
 def test_negative_intensity(tmp_path: Path) -> None:
     _, err = invalid_file_error(tmp_path, "[supervisor]\nintensity = -1\n")
-    assert err.errors == [("supervisor.intensity", "Input should be greater than or equal to 0")]
+    assert err.errors == [("supervisor.intensity", "invalid_intensity: -1 is not an integer >= 0")]
 
 
 def test_duplicate_child_id_carries_the_otp_reason(tmp_path: Path) -> None:
     text = VALID.replace('id = "counter"', 'id = "greeter"')
     _, err = invalid_file_error(tmp_path, text)
-    # The validator's own text, without pydantic's "Value error, " prefix.
+    # The validator's own text, at the second occurrence's id.
     assert err.errors == [
-        ("supervisor", "duplicate_child_name: 'greeter' is used twice in the tree")
+        (
+            "supervisor.children.1.id",
+            "duplicate_child_name: 'greeter' is used twice in the tree "
+            "(first under supervisor 'root')",
+        )
     ]
 
 
 def test_child_reusing_the_supervisor_id_is_a_duplicate() -> None:
     err = config_error({"supervisor": {"children": [{"id": "root", "actor": "m:A"}]}})
     assert err.source == "<dict>"
-    assert err.errors == [("supervisor", "duplicate_child_name: 'root' is used twice in the tree")]
+    assert err.errors == [
+        (
+            "supervisor.children.0.id",
+            "duplicate_child_name: 'root' is used twice in the tree "
+            "(it is the root supervisor's id)",
+        )
+    ]
 
 
 def test_unknown_key(tmp_path: Path) -> None:
@@ -321,8 +332,7 @@ def test_union_errors_are_reported_once_on_the_real_key() -> None:
     assert err.errors == [
         (
             "supervisor.children.0.shutdown",
-            "Input should be a valid number, unable to parse string as a number; "
-            "or Input should be 'brutal_kill' or 'infinity'",
+            "invalid_shutdown: 'x' is not a number of seconds >= 0, 'brutal_kill' or 'infinity'",
         )
     ]
 
@@ -332,7 +342,7 @@ def test_negative_shutdown_reason() -> None:
     assert err.errors == [
         (
             "supervisor.children.0.shutdown",
-            "invalid_shutdown: must be >= 0 seconds, 'brutal_kill' or 'infinity'",
+            "invalid_shutdown: -1 is not a number of seconds >= 0, 'brutal_kill' or 'infinity'",
         )
     ]
 
