@@ -7,7 +7,14 @@ The public names::
 """
 
 from callboard.actors import Actor, Future, handler
-from callboard.config import ChildSpec, Config, SupervisorSpec, SystemSettings, load_config
+from callboard.config import (
+    ChildSpec,
+    Config,
+    SupervisorFlags,
+    SupervisorSpec,
+    SystemSettings,
+    load_config,
+)
 from callboard.errors import (
     AskTimeout,
     BusinessError,
@@ -17,6 +24,7 @@ from callboard.errors import (
     NoSuchActor,
     RemoteError,
     StartFailed,
+    SupervisorError,
     SystemFailed,
     SystemNotRunning,
 )
@@ -40,6 +48,8 @@ __all__ = [
     "NoSuchActor",
     "RemoteError",
     "StartFailed",
+    "SupervisorError",
+    "SupervisorFlags",
     "SupervisorSpec",
     "System",
     "SystemFailed",
