@@ -108,6 +108,16 @@ def processes_in_group(pgid: int) -> list[int]:
     return found
 
 
+def pid_alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie, dead but not yet reaped, counts as dead)."""
+    import psutil
+
+    try:
+        return bool(psutil.Process(pid).status() != psutil.STATUS_ZOMBIE)
+    except psutil.Error:
+        return False
+
+
 def kill_group(pgid: int) -> None:
     """SIGKILL a whole actor system: the admin ``setsid()``s, so it owns one process group.
 

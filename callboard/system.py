@@ -101,6 +101,7 @@ class System:
         self._state = "new"
         self._failed: str | None = None
         self.pgid: int | None = None
+        self.root_pid: int | None = None
         self.started_at = 0.0
         self._workdir = Path(tempfile.mkdtemp(prefix="callboard-"))
         self.metrics_dir = self._workdir / "metrics"
@@ -165,6 +166,7 @@ class System:
             raise StartFailed(reply.child or reply.id, reply.reason)
         self._directory = {}
         self.pgid = reply.pgid if self.transport == "tcp" else None
+        self.root_pid = reply.pid if self.transport == "tcp" else None
         self._state = "running"
         self.started_at = time.time()
         _live_systems.add(self)
@@ -398,6 +400,9 @@ class System:
         return address
 
     def _refresh(self, ctx: Any) -> DirectoryReply:
+        if self.root_pid is not None and not _thespian.pid_alive(self.root_pid):
+            self._failed = f"the root supervisor (pid {self.root_pid}) died"
+            raise SystemFailed(self._failed)
         reply = ctx.ask(self._root, GetDirectory(), _CONTROL_TIMEOUT)
         if not isinstance(reply, DirectoryReply):
             self._failed = "the root supervisor does not answer"
