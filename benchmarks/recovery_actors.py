@@ -10,6 +10,7 @@ the module is already in their ``sys.modules``.
 from __future__ import annotations
 
 import os
+import time
 from typing import Any, ClassVar
 
 from thespian.actors import Actor as ThespianActor
@@ -21,6 +22,7 @@ __all__ = [
     "ARM",
     "PGID_QUERY",
     "PID_QUERY",
+    "Block",
     "Hang",
     "Here",
     "RawChild",
@@ -49,11 +51,24 @@ class Hang(Message):
     type_name: ClassVar[str] = "bench.recovery.Hang"
 
 
+class Block(Message):
+    """Makes a :class:`Worker` block its process for ``seconds``, then answer :class:`Here`."""
+
+    type_name: ClassVar[str] = "bench.recovery.Block"
+    seconds: float
+
+
 class Worker(Actor):
-    """Answers :class:`Where` with its pid; :class:`Hang` never returns."""
+    """Answers :class:`Where` with its pid; :class:`Block` is slow; :class:`Hang` never
+    returns."""
 
     @handler
     def where(self, msg: Where) -> Here:
+        return Here(pid=os.getpid())
+
+    @handler
+    def block(self, msg: Block) -> Here:
+        time.sleep(msg.seconds)  # slow, but not stuck: probes are answered afterwards
         return Here(pid=os.getpid())
 
     @handler

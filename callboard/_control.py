@@ -14,6 +14,15 @@ from callboard.config import SupervisorFlags
 
 Address = Any  # a Thespian ActorAddress; opaque to everything but the transport shell
 
+STOPPED = "stopped"
+"""Directory value of a name whose actor is in the tree but stopped for good (terminated,
+not restarted, or its supervisor gave up); ``None`` means restarting (back soon)."""
+
+
+def routable(address: Address | None) -> bool:
+    """Whether a directory value is an address a message can be sent to."""
+    return address is not None and not isinstance(address, str)
+
 
 @dataclass(frozen=True)
 class ActorSettings:
@@ -57,6 +66,7 @@ class InitSupervisor:
     settings: ActorSettings
     top_level: bool = False
     host_pid: int | None = None
+    root_id: str = "root"
     """Root only: the host application's pid; the system dies with it."""
 
 
@@ -126,6 +136,8 @@ class NamesChanged:
     removed: tuple[str, ...] = ()
     down: tuple[str, ...] = ()
     gone: tuple[str, ...] = ()
+    halted: tuple[str, ...] = ()
+    """Child supervisors whose subtree is stopped for good (names kept, marked STOPPED)."""
 
 
 @dataclass(frozen=True)

@@ -34,6 +34,24 @@ _bind: str | None = None
 _patched = False
 
 
+TRANSMIT_RETRY_S = 0.1
+"""Thespian waits 35 s (times the attempt number) before resending a message whose
+connection closed before its acknowledgement, e.g. because the peer was just SIGKILLed.
+On one host a closed connection means a dead peer: retry soon, so the resend meets a
+refused connection and the sender learns at once that the target is dead."""
+
+
+def tune_transport() -> None:
+    """Transport settings callboard sets itself (inherited by the forked admin and actors)."""
+    from thespian.system.transport import TransmitIntent
+
+    defaults = TransmitIntent.__init__.__defaults__
+    if defaults is not None and isinstance(defaults[-1], dt.timedelta):
+        TransmitIntent.__init__.__defaults__ = (
+            *defaults[:-1], dt.timedelta(seconds=TRANSMIT_RETRY_S),
+        )  # fmt: skip
+
+
 def apply_bind(address: str) -> None:
     """Make every Thespian socket created from now on (in this process and its forks) bind
     ``address`` and advertise it. ``0.0.0.0`` or ``""`` restores Thespian's all-interfaces

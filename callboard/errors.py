@@ -16,6 +16,9 @@ Error codes users can rely on (``RemoteError.code``):
                       oversized frame, unknown type, unsupported version, invalid fields).
 ``no_such_actor``     the message reached an address that no longer hosts the named actor.
 ``stopping``          the actor is shutting down and no longer takes requests.
+``restarting``        the named actor is being restarted (back soon).
+``not_running``       the named actor is in the tree but stopped for good (terminated,
+                      not restarted, or its supervisor gave up).
 ``<business code>``   a :class:`BusinessError` subclass's ``code``.
 """
 

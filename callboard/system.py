@@ -50,6 +50,7 @@ from callboard._control import (
     Started,
     StartRefused,
     StopTree,
+    routable,
 )
 from callboard.actors._runtime import reply_value
 from callboard.config import ChildSpec, Config, load_config
@@ -133,6 +134,7 @@ class System:
                     "attach to whatever listens there); choose another [system] admin_port",
                 )
             _thespian.apply_bind(cfg.bind)
+            _thespian.tune_transport()
             os.environ["THESPLOG_FILE"] = str(self._workdir / "thespian.log")
         self._asys = ActorSystem(
             _thespian.BASES[self.transport],
@@ -153,7 +155,9 @@ class System:
             start_timeout=cfg.start_timeout,
         )
         root = self.config.supervisor
-        init = InitSupervisor(root.id, root, None, None, {}, settings, host_pid=os.getpid())
+        init = InitSupervisor(
+            root.id, root, None, None, {}, settings, host_pid=os.getpid(), root_id=root.id
+        )
         budget = cfg.start_timeout * max(1, _count_workers(root.children)) + _CONTROL_TIMEOUT
         deadline = time.monotonic() + budget
         reply = self._asys.ask(self._root, init, budget)
@@ -325,9 +329,14 @@ class System:
     def _admin(self, sup: str, op: str, args: dict[str, Any], timeout: float) -> Any:
         self._check()
         with self._context() as ctx:
-            address = self._root if sup == self.config.supervisor.id else self._resolve(sup, ctx)
-            reply = ctx.ask(address, AdminRequest(op, args), timeout)
-        if isinstance(reply, bytes):  # a worker answered: it is not a supervisor
+
+            def locate(again: bool) -> Any:
+                if sup == self.config.supervisor.id:
+                    return self._root
+                return self._resolve(sup, ctx, refresh=again)
+
+            reply = self._control_ask(ctx, locate, AdminRequest(op, args), AdminReply, timeout)
+        if isinstance(reply, _NotASupervisor):
             raise SupervisorError("not_a_supervisor", f"{sup} is a worker")
         if reply is None:
             raise AskTimeout(f"{sup} did not answer {op} within {timeout}s")
@@ -390,20 +399,51 @@ class System:
             self._idle.put(ctx)
 
     def _resolve(self, target: str, ctx: Any, refresh: bool = False) -> Any:
-        if refresh or self._directory.get(target) is None:  # unknown or restarting: ask again
+        if refresh or not routable(self._directory.get(target)):  # unknown/not running: ask again
             self._refresh(ctx)
         if target not in self._directory:
             raise NoSuchActor(target)
         address = self._directory[target]
         if address is None:
             raise RemoteError("restarting", f"{target} is restarting", {"actor": target})
+        if isinstance(address, str):  # STOPPED: terminated, or its supervisor gave up
+            raise RemoteError("not_running", f"{target} is not running", {"actor": target})
         return address
+
+    def _control_ask(
+        self, ctx: Any, locate: Any, msg: Any, expect: type, timeout: float
+    ) -> Any:
+        """Ask a runtime process (not a user actor) and wait for an answer of type ``expect``.
+
+        ``locate(again)`` gives the address (``again``: look it up afresh). The endpoint is
+        shared over time, so it may first deliver a late reply to an earlier, timed-out
+        call (skipped). Thespian answers ``None`` early when the target is dead (or an
+        older transmit on the endpoint failed): the name is looked up again and the
+        request resent. Returns ``None`` on timeout, ``_NotASupervisor`` when a worker
+        answered.
+        """
+        if not callable(locate):
+            fixed = locate
+            locate = lambda again: fixed  # noqa: E731
+        deadline = time.monotonic() + timeout
+        reply = ctx.ask(locate(False), msg, timeout)
+        while not isinstance(reply, expect):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return None
+            if isinstance(reply, bytes) and _refuses_control(reply):
+                return _NotASupervisor()
+            if reply is None:
+                reply = ctx.ask(locate(True), msg, remaining)
+            else:
+                reply = ctx.listen(remaining)
+        return reply
 
     def _refresh(self, ctx: Any) -> DirectoryReply:
         if self.root_pid is not None and not _thespian.pid_alive(self.root_pid):
             self._failed = f"the root supervisor (pid {self.root_pid}) died"
             raise SystemFailed(self._failed)
-        reply = ctx.ask(self._root, GetDirectory(), _CONTROL_TIMEOUT)
+        reply = self._control_ask(ctx, self._root, GetDirectory(), DirectoryReply, _CONTROL_TIMEOUT)
         if not isinstance(reply, DirectoryReply):
             self._failed = "the root supervisor does not answer"
             raise SystemFailed(self._failed)
@@ -451,6 +491,20 @@ def _shutdown_budget(children: list[ChildSpec]) -> float:
         elif isinstance(child.shutdown, float | int):
             total += float(child.shutdown)
     return total
+
+
+class _NotASupervisor:
+    """A worker answered a supervisor call (with an ``invalid_message`` error)."""
+
+
+def _refuses_control(frame: bytes) -> bool:
+    """Whether ``frame`` is a worker's refusal of a control message: an error reply that
+    cites no request (the control message was no envelope)."""
+    try:
+        env = decode_envelope(frame)
+    except Exception:
+        return False
+    return env.kind == "error" and env.causation_id is None
 
 
 def _timeout() -> Any:

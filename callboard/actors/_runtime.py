@@ -44,6 +44,7 @@ __all__ = ["ActorRuntime", "Hooks", "Port", "error_frame", "load_actor_class", "
 
 Address = Any
 RESTARTING = "restarting"
+NOT_RUNNING = "not_running"
 
 
 class Port(Protocol):
@@ -368,6 +369,8 @@ class ActorRuntime:
         address = self.directory[target]
         if address is None:
             raise RemoteError(RESTARTING, f"{target} is restarting", {"actor": target})
+        if isinstance(address, str):  # STOPPED
+            raise RemoteError(NOT_RUNNING, f"{target} is not running", {"actor": target})
         return address
 
     def _outgoing(self, kind: Kind, target: str, msg: Message, deadline: float | None) -> Envelope:

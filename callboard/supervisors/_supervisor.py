@@ -30,6 +30,7 @@ from thespian.actors import ActorExitRequest, ChildActorExited, WakeupMessage
 
 from callboard import _lifeline
 from callboard._control import (
+    STOPPED,
     ActorSettings,
     AdminReply,
     AdminRequest,
@@ -48,6 +49,7 @@ from callboard._control import (
     StartRefused,
     StopTree,
     TreeStopped,
+    routable,
 )
 from callboard.actors._host import LINGER_S, ActorHost, process_setup
 from callboard.actors._runtime import error_frame
@@ -67,6 +69,7 @@ from callboard.supervisors._policy import (
 __all__ = ["SupervisorActor"]
 
 _TREE_TIMEOUT_S = 2.0
+_ASKED = "asked by its supervisor"
 
 
 class _StartError(Exception):
@@ -93,6 +96,7 @@ class _Child:
     probe_seq: int = 0
     acked_seq: int = 0
     pending_restart: str | None = None
+    restart_reason: str = "unknown"  # the exit that caused the pending restart (metrics)
 
     @property
     def id(self) -> str:
@@ -128,6 +132,7 @@ class SupervisorActor(ThespianActor):  # type: ignore[misc]
     def __init__(self) -> None:
         super().__init__()
         self._id = "?"
+        self._root_id = "root"
         self._flags: SupervisorFlags | None = None
         self._settings: ActorSettings | None = None
         self._parent_addr: Any = None
@@ -188,7 +193,9 @@ class SupervisorActor(ThespianActor):  # type: ignore[misc]
                 self._dir.pop(name, None)
         elif isinstance(msg, NamesChanged):
             if self._is_root:
-                self._apply_names(msg.owner, msg.entries, msg.removed, msg.down, msg.gone)
+                self._apply_names(
+                    msg.owner, msg.entries, msg.removed, msg.down, msg.gone, msg.halted
+                )
         elif isinstance(msg, AdminReply):
             fut = self._refs.pop(msg.ref, None)
             if fut is not None:
@@ -205,7 +212,7 @@ class SupervisorActor(ThespianActor):  # type: ignore[misc]
             self._enqueue(lambda: self._stop_tree(sender))
         elif isinstance(msg, Shutdown):
             self._stopping = True
-            self._enqueue(lambda: self._leave("shutdown", "asked by its supervisor"))
+            self._enqueue(lambda: self._leave("shutdown", _ASKED))
         elif isinstance(msg, bytes):
             self._refuse_user_message(msg, sender)
         # ActorExitRequest: Thespian ends us after this; our children were stopped already.
@@ -216,6 +223,7 @@ class SupervisorActor(ThespianActor):  # type: ignore[misc]
         if self._flags is not None:
             return
         self._id = msg.id
+        self._root_id = msg.root_id
         self._flags = msg.flags
         self._settings = msg.settings
         self._parent_addr = sender
@@ -271,7 +279,7 @@ class SupervisorActor(ThespianActor):  # type: ignore[misc]
             assert child.spec.supervisor is not None
             init: Any = InitSupervisor(
                 child.id, child.spec.supervisor, self._id, self._root_addr, dict(self._dir),
-                self._settings, top_level=self._is_root,
+                self._settings, top_level=self._is_root, root_id=self._root_id,
             )  # fmt: skip
         else:
             address = self.createActor(ActorHost)
@@ -431,6 +439,8 @@ class SupervisorActor(ThespianActor):  # type: ignore[misc]
         if not should_restart(child.spec.restart, reason):
             if child.spec.restart == "temporary" or flags.strategy == "simple_one_for_one":
                 self._drop(child)
+            else:
+                self._halt_names(child)
             return
         if not self._intensity.record():
             await self._give_up(child, reason)
@@ -443,21 +453,26 @@ class SupervisorActor(ThespianActor):  # type: ignore[misc]
             if other.status in ("running", "starting"):
                 await self._stop_child(other)
                 other.last_exit_reason = "shutdown"
+                other.restart_reason = "shutdown"
             if other.spec.restart == "temporary":
                 self._drop(other)  # OTP: terminated temporary bystanders are not restarted
         ids = [cid for cid in restart if self._find(cid) is not None]
+        child.restart_reason = reason
         for cid in ids:
             c = self._find(cid)
             assert c is not None
             c.status = "restarting"
+            self._names({cid: None}, down=(cid,) if c.is_supervisor else ())
         self._schedule_restart(ids, self._backoff(child))
 
-    def _backoff(self, child: _Child) -> float:
+    def _backoff(self, child: _Child, failed_start: bool = False) -> float:
+        """The delay before the next restart of ``child``; the exponent resets only when
+        the child had been running for ``reset_after`` (not after a failed start)."""
         backoff = child.spec.backoff
         if backoff is None:
             return 0.0
         ran = time.time() - child.started_at if child.started_at else 0.0
-        if ran >= backoff.reset_after:
+        if not failed_start and ran >= backoff.reset_after:
             child.backoff_attempt = 0
         delay = backoff_delay(
             child.backoff_attempt, backoff.min, backoff.max, backoff.jitter, self._rng.random
@@ -488,14 +503,15 @@ class SupervisorActor(ThespianActor):  # type: ignore[misc]
             except _StartError as exc:
                 child.status = "restarting"
                 child.last_exit_reason = "error"
+                self._names({cid: None})
                 self._log.error("restart_failed", child=cid, error=exc.reason)
                 if not self._intensity.record():
                     await self._give_up(child, "error")
                     return
-                self._schedule_restart(ids[i:], self._backoff(child))
+                self._schedule_restart(ids[i:], self._backoff(child, failed_start=True))
                 return
             child.restarts += 1
-            reason = child.last_exit_reason or "unknown"
+            reason = child.restart_reason
             cbmetrics.actor_metrics().restart(self._id, cid, reason)
             self._log.info("child_restarted", child=cid, restarts=child.restarts, reason=reason)
 
@@ -514,7 +530,8 @@ class SupervisorActor(ThespianActor):  # type: ignore[misc]
         failed (or shut down) and stays to answer with that reason."""
         self._stopping = True
         await self._stop_all()
-        self._log.warning("supervisor_shutdown", reason=reason, why=why)
+        log = self._log.info if why == _ASKED else self._log.warning
+        log("supervisor_shutdown", reason=reason, why=why)
         if self._is_root:
             self.failed = why
             return
@@ -546,12 +563,14 @@ class SupervisorActor(ThespianActor):  # type: ignore[misc]
             self._cancel(child.pending_restart)
             child.pending_restart = None
         if child.address is None:
-            child.status = "stopped"
+            if child.status != "stopped":
+                child.status = "stopped"
+                self._halt_names(child)
             return
         exited: Future[str] = Future()
         child.exited = exited
         child.status = "stopping"
-        self._names({child.id: None}, down=(child.id,) if child.is_supervisor else ())
+        self._halt_names(child)
         shutdown = child.spec.shutdown
         timers: list[str] = []
         if shutdown == "brutal_kill":
@@ -599,12 +618,12 @@ class SupervisorActor(ThespianActor):  # type: ignore[misc]
         child.probe_seq += 1
         seq = child.probe_seq
         self.send(child.address, Probe(seq))
+        self._arm_probe(child, liveness.interval)  # probes go out every interval regardless
 
         def check() -> None:
             if child.incarnation != inc or child.status != "running":
                 return
             if child.acked_seq >= seq:
-                self._arm_probe(child, max(0.0, liveness.interval - liveness.timeout))
                 return
             self._log.error("liveness_timeout", child=child.id, timeout_s=liveness.timeout)
             child.told_reason = ("timeout", f"no liveness answer within {liveness.timeout}s")
@@ -615,23 +634,29 @@ class SupervisorActor(ThespianActor):  # type: ignore[misc]
 
     # -- names -------------------------------------------------------------------------------
 
+    def _halt_names(self, child: _Child) -> None:
+        """Mark ``child`` (and a supervisor child's subtree) stopped for good."""
+        self._names({child.id: STOPPED}, halted=(child.id,) if child.is_supervisor else ())
+
     def _names(
         self, entries: dict[str, Any], removed: tuple[str, ...] = (),
-        down: tuple[str, ...] = (), gone: tuple[str, ...] = (),
+        down: tuple[str, ...] = (), gone: tuple[str, ...] = (), halted: tuple[str, ...] = (),
     ) -> None:  # fmt: skip
         """Report our children's name changes to the root (which tells everyone)."""
         if self._is_root:
-            self._apply_names(self._id, entries, removed, down, gone)
+            self._apply_names(self._id, entries, removed, down, gone, halted)
             return
         self._dir.update(entries)
         for name in removed:
             self._dir.pop(name, None)
         if self._root_addr is not None:
-            self.send(self._root_addr, NamesChanged(self._id, entries, removed, down, gone))
+            self.send(
+                self._root_addr, NamesChanged(self._id, entries, removed, down, gone, halted)
+            )
 
     def _apply_names(
         self, owner: str, entries: dict[str, Any], removed: tuple[str, ...],
-        down: tuple[str, ...], gone: tuple[str, ...],
+        down: tuple[str, ...], gone: tuple[str, ...], halted: tuple[str, ...] = (),
     ) -> None:  # fmt: skip
         """Root: update the directory and push the change to every process of the tree."""
         changed: dict[str, Any] = {}
@@ -640,11 +665,12 @@ class SupervisorActor(ThespianActor):  # type: ignore[misc]
             self._dir[name] = address
             self._owner[name] = owner
             changed[name] = address
-        for sup in down:
-            for name in self._descendants(sup):
-                if self._dir.get(name) is not None:
-                    self._dir[name] = None
-                    changed[name] = None
+        for marker, sups in ((None, down), (STOPPED, halted)):
+            for sup in sups:
+                for name in self._descendants(sup):
+                    if self._dir.get(name, marker) != marker:
+                        self._dir[name] = marker
+                        changed[name] = marker
         for sup in (*gone, *removed):
             for name in self._descendants(sup):
                 self._dir.pop(name, None)
@@ -658,16 +684,18 @@ class SupervisorActor(ThespianActor):  # type: ignore[misc]
             return
         update = DirectoryUpdate(changed, tuple(dropped))
         for address in list(self._dir.values()):
-            if address is not None:
+            if routable(address):
                 self.send(address, update)
 
     def _descendants(self, sup: str) -> list[str]:
         """Root: every name below supervisor ``sup`` (not ``sup`` itself)."""
         found: list[str] = []
+        seen = {sup}
         frontier = {sup}
         while frontier:
-            below = [n for n, o in self._owner.items() if o in frontier]
+            below = [n for n, o in self._owner.items() if o in frontier and n not in seen]
             found.extend(below)
+            seen.update(below)
             frontier = set(below)
         return found
 
@@ -768,8 +796,15 @@ class SupervisorActor(ThespianActor):  # type: ignore[misc]
             else:
                 answer(error="already_present", detail=f"{spec.id} is present, not running")
             return
-        if spec.id in self._dir or spec.id == self._id:
-            answer(error="already_present", detail=f"{spec.id!r} is used elsewhere in the tree")
+        taken = set(self._dir) | {self._id, self._root_id} | {c.id for c in self._children}
+        new_ids = [spec.id] + (
+            [c.id for _, c in spec.supervisor.walk()] if spec.supervisor is not None else []
+        )
+        clash = next((i for i in new_ids if i in taken), None)
+        if clash is None and len(set(new_ids)) != len(new_ids):
+            clash = next(i for i in new_ids if new_ids.count(i) > 1)
+        if clash is not None:
+            answer(error="already_present", detail=f"{clash!r} is used elsewhere in the tree")
             return
         child = _Child(spec)
         self._children.append(child)

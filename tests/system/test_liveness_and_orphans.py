@@ -15,6 +15,7 @@ from lifeactors import Busy, Hang, Me, WhoAmI
 
 from callboard import AskTimeout, RemoteError, System, SystemFailed
 from callboard._thespian import processes_in_group
+
 from conftest import StartSystem, pick_port, read_log, system_processes
 
 WORKER = "lifeactors:Worker"
