@@ -112,7 +112,11 @@ class Exiting:
 
 @dataclass(frozen=True)
 class Shutdown:
-    """Supervisor -> child supervisor: stop your children in order, then leave."""
+    """Supervisor -> child: stop (a supervisor: stop your children in order first), tell
+    the supervisor with ``Exiting("shutdown")``, then leave. ``linger``: stay a moment to
+    refuse, with an answer, what still arrives (the rest of the system goes on)."""
+
+    linger: bool = False
 
 
 @dataclass(frozen=True)

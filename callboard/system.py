@@ -427,13 +427,13 @@ class System:
             locate = lambda again: fixed  # noqa: E731
         deadline = time.monotonic() + timeout
         reply = ctx.ask(locate(False), msg, timeout)
-        while not isinstance(reply, expect):
+        while not isinstance(reply, expect) or _gone(reply):
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return None
             if isinstance(reply, bytes) and _refuses_control(reply):
                 return _NotASupervisor()
-            if reply is None:
+            if reply is None or _gone(reply):  # dead, or a supervisor that has left
                 reply = ctx.ask(locate(True), msg, remaining)
             else:
                 reply = ctx.listen(remaining)
@@ -491,6 +491,10 @@ def _shutdown_budget(children: list[ChildSpec]) -> float:
         elif isinstance(child.shutdown, float | int):
             total += float(child.shutdown)
     return total
+
+
+def _gone(reply: Any) -> bool:
+    return isinstance(reply, AdminReply) and reply.error == "gone"
 
 
 class _NotASupervisor:

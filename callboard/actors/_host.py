@@ -30,6 +30,7 @@ from callboard._control import (
     InitActor,
     Probe,
     ProbeAck,
+    Shutdown,
     Started,
     StartRefused,
 )
@@ -147,6 +148,15 @@ class ActorHost(ThespianActor):  # type: ignore[misc]
                 rt.on_directory(msg.entries, msg.removed)
         elif isinstance(msg, InitActor):
             self._init(msg, sender)
+        elif isinstance(msg, Shutdown):
+            if rt is not None:
+                rt.shutdown("shutdown")
+            if msg.linger:
+                self.leave("shutdown", "asked by its supervisor")
+            else:
+                if self._parent is not None:
+                    self.send(self._parent, Exiting(self._id, "shutdown", ""))
+                self.send(self.myAddress, ActorExitRequest())
         elif isinstance(msg, ActorExitRequest):
             if rt is not None:
                 rt.shutdown("shutdown")

@@ -28,7 +28,7 @@ from pydantic import ValidationError
 from thespian.actors import Actor as ThespianActor
 from thespian.actors import ActorExitRequest, ChildActorExited, WakeupMessage
 
-from callboard import _lifeline
+from callboard import _lifeline, _thespian
 from callboard._control import (
     STOPPED,
     ActorSettings,
@@ -69,6 +69,7 @@ from callboard.supervisors._policy import (
 __all__ = ["SupervisorActor"]
 
 _TREE_TIMEOUT_S = 2.0
+_SWEEP_S = 1.0
 _ASKED = "asked by its supervisor"
 
 
@@ -96,6 +97,7 @@ class _Child:
     probe_seq: int = 0
     acked_seq: int = 0
     pending_restart: str | None = None
+    linger: bool = False  # the current stop lets the process linger (see Shutdown)
     restart_reason: str = "unknown"  # the exit that caused the pending restart (metrics)
 
     @property
@@ -153,6 +155,7 @@ class SupervisorActor(ThespianActor):  # type: ignore[misc]
         self._started_at = time.time()
         self.failed: str | None = None
         self._stopping = False
+        self._left = False
         self._log: Any = None
         self._rng = random.Random()
 
@@ -242,6 +245,8 @@ class SupervisorActor(ThespianActor):  # type: ignore[misc]
                 _lifeline.die_with_parent()
         if not self._is_root:
             self.send(sender, Booting(msg.id, os.getpid()))
+        if not msg.settings.in_process:
+            self._after(_SWEEP_S, self._periodic_sweep)
         self._enqueue(self._start_all)
 
     def _lifeline_cut(self, pid: int) -> None:
@@ -340,8 +345,16 @@ class SupervisorActor(ThespianActor):  # type: ignore[misc]
         child = self._child(msg.id, sender)
         if child is None:
             return
-        if child.exited is not None:  # we are stopping it (a supervisor child): it may go
-            self.send(sender, ActorExitRequest())
+        if child.exited is not None:  # we are stopping it, and it has stopped
+            if child.linger:
+                # It runs no user code any more and lingers to refuse stragglers: stopped.
+                self._seq += 1
+                token = self._seq
+                self._lingering.append((token, sender, child.pid))
+                self._after(LINGER_S + 2.0, self._force_end(token))
+                child.exited.set_result("shutdown")
+            else:
+                self.send(sender, ActorExitRequest())
             return
         child.told_reason = (msg.reason, msg.detail)
         if child.status != "running":
@@ -394,9 +407,26 @@ class SupervisorActor(ThespianActor):  # type: ignore[misc]
         child = next(
             (c for c in self._children if c.address is not None and c.address == address), None
         )
-        if child is None:
-            return  # Thespian sends two notices for a graceful exit; the first one counted
-        self._child_gone(child)
+        if child is not None:
+            self._child_gone(child)
+        # else: Thespian sends two notices for a graceful exit; the first one counted.
+        self._sweep()  # siblings that died at the same moment may go unreported
+
+    def _sweep(self) -> None:
+        """Treat children whose process is dead as exited, notice or not.
+
+        Thespian can lose the exit notice of a child that dies while it is handling
+        another child's exit (it reaps both but reports one), so the process table has
+        the last word: on every exit notice and on a periodic timer."""
+        if self._settings is None or self._settings.in_process:
+            return
+        for child in list(self._children):
+            if child.address is not None and child.pid and not _thespian.pid_alive(child.pid):
+                self._child_gone(child)
+
+    def _periodic_sweep(self) -> None:
+        self._sweep()
+        self._after(_SWEEP_S, self._periodic_sweep)
 
     def _child_gone(self, child: _Child) -> None:
         """The child's process ended (or left for good): decide what happens next."""
@@ -451,7 +481,8 @@ class SupervisorActor(ThespianActor):  # type: ignore[misc]
             if other is None:
                 continue
             if other.status in ("running", "starting"):
-                await self._stop_child(other)
+                again = other.spec.restart != "temporary"
+                await self._stop_child(other, linger=True, restarting=again)
                 other.last_exit_reason = "shutdown"
                 other.restart_reason = "shutdown"
             if other.spec.restart == "temporary":
@@ -535,6 +566,7 @@ class SupervisorActor(ThespianActor):  # type: ignore[misc]
         if self._is_root:
             self.failed = why
             return
+        self._left = True
         self.send(self._parent_addr, Exiting(self._id, reason, why))
         self._after(LINGER_S, lambda: self.send(self.myAddress, ActorExitRequest()))
 
@@ -557,8 +589,15 @@ class SupervisorActor(ThespianActor):  # type: ignore[misc]
         for child in reversed(self._children):
             await self._stop_child(child)
 
-    async def _stop_child(self, child: _Child) -> None:
-        """Shutdown request, wait up to the child's ``shutdown`` time, then SIGKILL."""
+    async def _stop_child(
+        self, child: _Child, linger: bool = False, restarting: bool = False
+    ) -> None:
+        """Shutdown request, wait up to the child's ``shutdown`` time, then SIGKILL.
+
+        ``linger``: the system goes on (a restart, ``terminate_child``), so a worker stays a
+        moment after stopping to refuse, with an answer, what still arrives for it.
+        ``restarting``: it will be started again right after (a restart strategy), so
+        callers are told ``restarting``, not ``not_running``."""
         if child.pending_restart is not None:
             self._cancel(child.pending_restart)
             child.pending_restart = None
@@ -570,13 +609,17 @@ class SupervisorActor(ThespianActor):  # type: ignore[misc]
         exited: Future[str] = Future()
         child.exited = exited
         child.status = "stopping"
-        self._halt_names(child)
+        if restarting:
+            self._names({child.id: None}, down=(child.id,) if child.is_supervisor else ())
+        else:
+            self._halt_names(child)
         shutdown = child.spec.shutdown
         timers: list[str] = []
+        child.linger = linger and not child.is_supervisor
         if shutdown == "brutal_kill":
             self._sigkill(child)
         else:
-            self.send(child.address, Shutdown() if child.is_supervisor else ActorExitRequest())
+            self.send(child.address, Shutdown(linger=child.linger))
             if shutdown != "infinity":
                 seconds = float(shutdown)
 
@@ -594,6 +637,7 @@ class SupervisorActor(ThespianActor):  # type: ignore[misc]
         for key in timers:
             self._cancel(key)
         child.exited = None
+        child.linger = False
         child.address = None
         child.status = "stopped"
         self._log.info("child_stopped", child=child.id)
@@ -712,6 +756,9 @@ class SupervisorActor(ThespianActor):  # type: ignore[misc]
             self.send(sender, AdminReply(value, error, detail, req.ref))
 
         op, args = req.op, req.args
+        if self._left:
+            answer(error="gone", detail=f"{self._id} has left; look it up again")
+            return
         if op == "which_children":
             answer([c.node() for c in self._children])
         elif op == "count_children":
@@ -747,7 +794,7 @@ class SupervisorActor(ThespianActor):  # type: ignore[misc]
             answer(error="not_found", detail=f"{self._id} has no child {cid!r}")
             return
         if op == "terminate_child":
-            await self._stop_child(child)
+            await self._stop_child(child, linger=True)
             child.last_exit_reason = "shutdown"
             if simple or child.spec.restart == "temporary":
                 self._drop(child)

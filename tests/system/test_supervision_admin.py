@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
@@ -19,7 +20,7 @@ import psutil
 import pytest
 from admactors import Crash, Info, Quit, SpinForever, Who
 
-from callboard import RemoteError, StartFailed, System
+from callboard import NoSuchActor, RemoteError, StartFailed, System
 from callboard.errors import SupervisorError
 
 from conftest import StartSystem, read_log
@@ -87,6 +88,25 @@ def ask_ready(system: System, name: str, msg: Any) -> Any:
     return wait_until(attempt, f"{name} to answer")
 
 
+def ask_new(system: System, name: str, msg: Any) -> Any:
+    """Ask a child that start_child/restart_child has just (re)started. Under a nested
+    supervisor its name can reach the root's directory a moment after the call returned
+    (the callboard bug test_a_started_child_is_addressable_at_once pins): until then the
+    ask fails with NoSuchActor or not_running, so those are retried here."""
+
+    def attempt() -> Any:
+        try:
+            return system.ask(name, msg, timeout=5)
+        except NoSuchActor:
+            return None
+        except RemoteError as exc:
+            if exc.code != "not_running":
+                raise
+            return None
+
+    return wait_until(attempt, f"{name} to answer")
+
+
 def events(tmp_path: Path, event: str, child: str | None = None) -> list[dict[str, Any]]:
     return [
         e
@@ -136,7 +156,7 @@ def test_child_adm(start_system: StartSystem, sup: str, own: str, elsewhere: str
     # start_child with a full spec: the id comes back and the new actor answers.
     extra = {"id": "extra", "actor": COUNTER, "args": {"start": 7}}
     assert system.start_child(sup, extra) == "extra"
-    first = system.ask("extra", Get(), timeout=5)
+    first = ask_new(system, "extra", Get())
     assert isinstance(first, Count) and first.value == 7
     extra_row = row(system, sup, "extra")
     assert extra_row is not None
@@ -190,6 +210,9 @@ def test_child_adm(start_system: StartSystem, sup: str, own: str, elsewhere: str
     assert (extra_row["status"], extra_row["pid"]) == ("stopped", None)
     assert system.get_childspec(sup, "extra")["args"] == {"start": 7}
     assert system.directory()["extra"] is None
+    with pytest.raises(RemoteError) as refused:
+        system.ask("extra", Get(), timeout=5)
+    assert refused.value.code == "not_running"
     assert system.count_children(sup) == counts(n + 1, n, n + 1 - sups)
     system.terminate_child(sup, "extra")  # OTP: terminating a terminated child is ok
     with sup_error("not_found"):
@@ -199,7 +222,7 @@ def test_child_adm(start_system: StartSystem, sup: str, own: str, elsewhere: str
 
     # restart_child: a terminated child comes back in a new process, with fresh state.
     system.restart_child(sup, "extra")
-    second = system.ask("extra", Get(), timeout=5)
+    second = ask_new(system, "extra", Get())
     assert second.value == 7 and second.pid != first.pid
     extra_row = row(system, sup, "extra")
     assert extra_row is not None and (extra_row["status"], extra_row["pid"]) == (
@@ -228,11 +251,11 @@ def test_child_adm(start_system: StartSystem, sup: str, own: str, elsewhere: str
             op(sup, "extra")
     # Once deleted, the id is free again.
     assert system.start_child(sup, extra) == "extra"
-    assert system.ask("extra", Get(), timeout=5).value == 7
+    assert ask_new(system, "extra", Get()).value == 7
 
     # A temporary child's spec goes with it when it is terminated.
     assert system.start_child(sup, {"id": "tmp", "actor": COUNTER, "restart": "temporary"})
-    tmp_pid = system.ask("tmp", Get(), timeout=5).pid
+    tmp_pid = ask_new(system, "tmp", Get()).pid
     system.terminate_child(sup, "tmp")
     wait_gone(tmp_pid)
     assert "tmp" not in ids(system, sup)
@@ -244,34 +267,28 @@ def test_child_adm(start_system: StartSystem, sup: str, own: str, elsewhere: str
     assert [r["restarts"] for r in system.which_children(sup) if r["id"] in initial] == [0] * n
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="callboard bug: a nested supervisor's start_child accepts the root supervisor's "
-    "id; the worker takes the name 'root' and the root supervisor later loops forever in "
-    "_descendants (owner cycle root->sub->root), so the system only stops by being killed",
-)
 def test_start_child_refuses_the_root_id_below_the_root(start_system: StartSystem) -> None:
     """Ids are unique in the whole tree, the root's included (docs/configuration.md; the
-    config loader rejects a child named 'root' with duplicate_child_name)."""
+    config loader rejects a child named 'root' with duplicate_child_name). Regression: it
+    was accepted, and the root supervisor then looped forever on the next name change."""
     system = start_system([{"id": "sub", "supervisor": {"children": []}}])
     with sup_error("already_present"):
         system.start_child("sub", {"id": "root", "actor": COUNTER})
     assert "root" not in system.directory()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="callboard bug: start_child of a nested supervisor spec checks only the spec's "
-    "own id, not the ids inside it; an inner child reusing a live name is started and "
-    "takes that name over in the directory",
-)
 def test_start_child_refuses_a_subtree_reusing_a_name(start_system: StartSystem) -> None:
+    """Every id inside a started subtree is checked too. Regression: only the subtree's
+    own id was, and an inner child took a live name over in the directory."""
     system = start_system([{"id": "c", "actor": COUNTER}])
     original = system.ask("c", Get(), timeout=5).pid
-    subtree = {"id": "sub2", "supervisor": {"children": [{"id": "c", "actor": COUNTER}]}}
-    with pytest.raises(SupervisorError) as info:
-        system.start_child("root", subtree)
-    assert info.value.reason in ("already_present", "invalid_child_spec")
+    for inner in (
+        [{"id": "c", "actor": COUNTER}],  # a name in use elsewhere
+        [{"id": "x", "actor": COUNTER}, {"id": "x", "actor": COUNTER}],  # twice in itself
+        [{"id": "sub2", "actor": COUNTER}],  # the subtree's own id
+    ):
+        with sup_error("already_present"):
+            system.start_child("root", {"id": "sub2", "supervisor": {"children": inner}})
     assert ids(system, "root") == ["c"]
     assert system.directory() == {"c": original}
     assert system.ask("c", Get(), timeout=5).pid == original
@@ -295,14 +312,10 @@ def test_admin_calls_on_a_worker_are_not_a_supervisor(start_system: StartSystem)
     assert system.ask("w", Get(), timeout=5).value == 0  # and the worker is unharmed
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="callboard bug: System._admin reuses the cached address of a supervisor after it "
-    "was restarted; the call goes to the dead process and raises AskTimeout at once "
-    "('did not answer ... within 10.0s'), and keeps doing so: _admin never refreshes",
-)
 @pytest.mark.parametrize("how", ["terminate_and_restart", "killed"])
 def test_admin_calls_reach_a_restarted_supervisor(start_system: StartSystem, how: str) -> None:
+    """Regression: System._admin reused the cached address of the old process, and every
+    call to the restarted supervisor raised AskTimeout at once."""
     system = start_system(TREE)
     assert ids(system, "sub") == ["w"]  # the System now knows where "sub" lives
     old = system.directory()["sub"]
@@ -344,16 +357,15 @@ def test_simple_one_for_one_administration(start_system: StartSystem) -> None:
     # args are merged into the template's; the actor sees the result.
     first = system.start_child("pool", args={"n": 5})
     assert first == "pool-1"
-    info = system.ask(first, Who(), timeout=5)
+    info = ask_new(system, first, Who())
     assert isinstance(info, Info) and (info.tag, info.n) == ("tmpl", 5)
     named = system.start_child("pool", args={"tag": "mine"}, child_id="mine")
     assert named == "mine"
-    assert (system.ask("mine", Who(), timeout=5).tag, system.ask("mine", Who(), timeout=5).n) == (
-        "mine", 1,
-    )  # fmt: skip
+    mine = ask_new(system, "mine", Who())
+    assert (mine.tag, mine.n) == ("mine", 1)
     plain = system.start_child("pool")
     assert plain.startswith("pool-") and plain not in (first, named)
-    assert system.ask(plain, Who(), timeout=5).n == 1  # the template's args unchanged
+    assert ask_new(system, plain, Who()).n == 1  # the template's args unchanged
 
     assert ids(system, "pool") == [first, "mine", plain]
     assert system.count_children("pool") == {
@@ -384,7 +396,39 @@ def test_simple_one_for_one_administration(start_system: StartSystem) -> None:
         system.get_childspec("pool", "mine")
     # ...so its id can be used again.
     assert system.start_child("pool", child_id="mine") == "mine"
-    assert system.ask("mine", Who(), timeout=5).pid != pid
+    assert ask_new(system, "mine", Who()).pid != pid
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="callboard bug: start_child under a nested supervisor answers before the root's "
+    "directory has the new name (the supervisor's NamesChanged to the root races the "
+    "AdminReply to the caller), so an ask right after start_child returned can raise "
+    "NoSuchActor; about 1 in 50 calls alone, 1 in 4 with 4 threads",
+)
+@pytest.mark.parametrize("sup", ["pool", "sub"])
+def test_a_started_child_is_addressable_at_once(start_system: StartSystem, sup: str) -> None:
+    """Once start_child has returned the id, asking that id reaches the child (what the
+    docs' own example does). Four threads, 25 children each."""
+    system = start_system([pool("pool", "temporary"), {"id": "sub", "supervisor": {}}])
+    missed: list[str] = []
+
+    def run(thread: int) -> None:
+        for i in range(25):
+            cid = f"j{thread}-{i}"
+            if sup == "pool":
+                system.start_child("pool", child_id=cid)
+            else:
+                system.start_child("sub", {"id": cid, "actor": WORKER, "restart": "temporary"})
+            try:
+                system.ask(cid, Who(), timeout=5)
+            except NoSuchActor:
+                missed.append(cid)
+            system.terminate_child(sup, cid)
+
+    with ThreadPoolExecutor(4) as threads:
+        list(threads.map(run, range(4)))
+    assert missed == []
 
 
 def test_dynamic_children_follow_their_restart_type(start_system: StartSystem) -> None:
@@ -392,7 +436,7 @@ def test_dynamic_children_follow_their_restart_type(start_system: StartSystem) -
 
     # permanent: a crashed dynamic child comes back under the same id, in a new process.
     cid = system.start_child("perm")
-    old = system.ask(cid, Who(), timeout=5).pid
+    old = ask_new(system, cid, Who()).pid
     with pytest.raises(RemoteError) as info:
         system.ask(cid, Crash(), timeout=5)
     assert info.value.code == "crashed"
@@ -409,7 +453,7 @@ def test_dynamic_children_follow_their_restart_type(start_system: StartSystem) -
 
     # transient: a crash is restarted, a normal exit removes the child.
     cid = system.start_child("trans")
-    old = system.ask(cid, Who(), timeout=5).pid
+    old = ask_new(system, cid, Who()).pid
     with pytest.raises(RemoteError):
         system.ask(cid, Crash(), timeout=5)
     wait_until(lambda: ask_ready(system, cid, Who()).pid != old, f"{cid} to restart")
@@ -429,7 +473,7 @@ def test_dynamic_children_die_with_their_supervisor(
 
     def fill(sup: str) -> dict[str, int]:
         started = [system.start_child(sup) for _ in range(many)]
-        return {cid: system.ask(cid, Who(), timeout=5).pid for cid in started}
+        return {cid: ask_new(system, cid, Who()).pid for cid in started}
 
     pids = fill("pool")
     assert len(set(pids.values())) == many
@@ -444,12 +488,9 @@ def test_dynamic_children_die_with_their_supervisor(
     assert not set(pids) & set(system.directory())
     stopped = {e["child"] for e in events(tmp_path, "child_stopped") if e["actor"] == "pool"}
     assert stopped == set(pids)
-    # Restarted, it starts empty: dynamic children are not part of its spec (OTP). (Read
-    # through the tree: which_children("pool") would hit the stale-address bug that
-    # test_admin_calls_reach_a_restarted_supervisor shows.)
+    # Restarted, it starts empty: dynamic children are not part of its spec (OTP).
     system.restart_child("root", "pool")
-    [pool_node] = [n for n in system.tree()["children"] if n["id"] == "pool"]
-    assert (pool_node["status"], pool_node["children"]) == ("running", [])
+    assert system.which_children("pool") == []
 
     # The whole system stopping ends them too (teardown also checks nothing is left).
     others = fill("other")

@@ -75,10 +75,7 @@ def new_pid(system: System, name: str, old: int) -> int:
 
 
 def rows(system: System, sup: str = "root") -> dict[str, dict[str, Any]]:
-    """The children of supervisor ``sup``, by id, read through the root's ``tree()``.
-
-    (Not ``which_children(sup)`` for a nested ``sup``: after ``sup`` was restarted that
-    call may still reach its old process; see the xfail test at the end.)"""
+    """The children of supervisor ``sup``, by id, read through the root's ``tree()``."""
 
     def find(node: dict[str, Any]) -> dict[str, Any] | None:
         if node["id"] == sup:
@@ -96,10 +93,7 @@ def rows(system: System, sup: str = "root") -> dict[str, dict[str, Any]]:
 
 def restarted(system: System, sup: str, ids: list[str], count: int = 1) -> dict[str, int]:
     """Wait until each of ``ids`` under ``sup`` runs again after its ``count``-th restart;
-    return their pids, checked against what each actor answers.
-
-    This reads the supervisor rather than asking the actors: an ask that reaches a sibling
-    while its supervisor is stopping it may be lost (see the xfail test at the end)."""
+    return their pids, checked against what each actor answers."""
 
     def back() -> dict[str, int] | None:
         now = rows(system, sup)
@@ -679,12 +673,6 @@ def test_terminate_child_of_a_significant_child_does_not_auto_shutdown(
 # -- callboard bugs found while porting (xfail until fixed) -------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a child SIGKILLed while the supervisor handles a sibling's exit is never noticed: "
-    "Thespian's ChildActorExited handling (_childExited) drops every dead child from its "
-    "process list but notifies only the one, and callboard has no other exit detection",
-)
 def test_simultaneous_kills_are_all_noticed(start_system: StartSystem) -> None:
     """Kill every child at once, a few rounds: each kill must be noticed (reason killed)
     and, the children being permanent, each child restarted."""
@@ -720,11 +708,6 @@ def _alive(pid: int) -> bool:
     return True
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="an ask that reaches a child while its supervisor stops it (ActorExitRequest) is "
-    "lost: the caller waits its full timeout instead of failing fast with restarting",
-)
 def test_ask_to_a_sibling_being_restarted_fails_fast(start_system: StartSystem) -> None:
     """one_for_all: while b keeps crashing, a is stopped and restarted each time; asks to
     a meanwhile must be answered or refused (restarting/stopping), never left unanswered."""
@@ -763,12 +746,6 @@ def test_ask_to_a_sibling_being_restarted_fails_fast(start_system: StartSystem) 
     assert set(outcomes) <= {"ok", "restarting", "stopping"}, sorted(set(outcomes))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="System admin calls on a nested supervisor use the caller's cached address and "
-    "never re-resolve it: after that supervisor was restarted they reach the old process "
-    "(stale rows while it lingers, then an immediate AskTimeout)",
-)
 def test_admin_call_reaches_a_restarted_nested_supervisor(start_system: StartSystem) -> None:
     system = start_system([sup("sub", [worker("w")], intensity=0)])
     assert [r["id"] for r in system.which_children("sub")] == ["w"]
