@@ -21,7 +21,12 @@ not restarted, or its supervisor gave up); ``None`` means restarting (back soon)
 
 def routable(address: Address | None) -> bool:
     """Whether a directory value is an address a message can be sent to."""
-    return address is not None and not isinstance(address, str)
+    return address is not None and not is_stopped(address)
+
+
+def is_stopped(address: Address | None) -> bool:
+    """Whether a directory value is the STOPPED marker (addresses are never this str)."""
+    return isinstance(address, str) and address == STOPPED
 
 
 @dataclass(frozen=True)

@@ -50,6 +50,7 @@ from callboard._control import (
     Started,
     StartRefused,
     StopTree,
+    is_stopped,
     routable,
 )
 from callboard.actors._runtime import reply_value
@@ -406,7 +407,7 @@ class System:
         address = self._directory[target]
         if address is None:
             raise RemoteError("restarting", f"{target} is restarting", {"actor": target})
-        if isinstance(address, str):  # STOPPED: terminated, or its supervisor gave up
+        if is_stopped(address):  # terminated, or its supervisor gave up
             raise RemoteError("not_running", f"{target} is not running", {"actor": target})
         return address
 

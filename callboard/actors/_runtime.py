@@ -17,6 +17,7 @@ from typing import Any, Protocol
 from pydantic import ValidationError
 
 from callboard import errors
+from callboard._control import is_stopped
 from callboard.actors._actor import Actor
 from callboard.actors._tasks import Future, Task
 from callboard.errors import (
@@ -369,7 +370,7 @@ class ActorRuntime:
         address = self.directory[target]
         if address is None:
             raise RemoteError(RESTARTING, f"{target} is restarting", {"actor": target})
-        if isinstance(address, str):  # STOPPED
+        if is_stopped(address):
             raise RemoteError(NOT_RUNNING, f"{target} is not running", {"actor": target})
         return address
 

@@ -777,10 +777,27 @@ class SupervisorActor(ThespianActor):  # type: ignore[misc]
                 answer(child.spec.model_dump(mode="json"))
         elif op == "tree":
             _spawn(self._tree(answer))
+        elif op == "sync":
+            answer(None)  # a barrier: earlier NamesChanged from the asker are applied
         elif op in ("start_child", "terminate_child", "restart_child", "delete_child"):
             self._enqueue(lambda: self._admin_op(op, args, answer))
         else:
             answer(error="badarg", detail=f"unknown administration call {op!r}")
+
+    async def _names_settled(self) -> None:
+        """Wait until the root has applied our name changes so far, so that whoever we
+        answer next can resolve the names at once (the root handles our messages in
+        order: a round trip after them is a barrier)."""
+        if self._is_root or self._root_addr is None:
+            return
+        fut: Future[Any] = Future()
+        self._seq += 1
+        ref = self._seq
+        self._refs[ref] = fut
+        self.send(self._root_addr, AdminRequest("sync", {}, ref))
+        key = self._after(_TREE_TIMEOUT_S, _resolver(fut))
+        await fut
+        self._cancel(key)
 
     async def _admin_op(self, op: str, args: dict[str, Any], answer: Callable[..., None]) -> None:
         assert self._flags is not None
@@ -798,6 +815,7 @@ class SupervisorActor(ThespianActor):  # type: ignore[misc]
             child.last_exit_reason = "shutdown"
             if simple or child.spec.restart == "temporary":
                 self._drop(child)
+            await self._names_settled()
             answer(None)
             return
         if simple:
@@ -808,6 +826,7 @@ class SupervisorActor(ThespianActor):  # type: ignore[misc]
             answer(error="restarting", detail=f"{cid} is being restarted")
         elif op == "delete_child":
             self._drop(child)
+            await self._names_settled()
             answer(None)
         else:  # restart_child
             try:
@@ -815,6 +834,7 @@ class SupervisorActor(ThespianActor):  # type: ignore[misc]
             except _StartError as exc:
                 answer(error="start_failed", detail=exc.reason, value=exc.child)
                 return
+            await self._names_settled()
             answer({"id": cid, "pid": child.pid})
 
     async def _admin_start(self, args: dict[str, Any], answer: Callable[..., None]) -> None:
@@ -861,6 +881,7 @@ class SupervisorActor(ThespianActor):  # type: ignore[misc]
             self._children.remove(child)
             answer(error="start_failed", detail=exc.reason, value=exc.child)
             return
+        await self._names_settled()
         answer({"id": spec.id, "pid": child.pid})
 
     async def _tree(self, answer: Callable[..., None]) -> None:
