@@ -28,6 +28,7 @@ import contextlib
 import os
 import queue
 import shutil
+import signal
 import tempfile
 import threading
 import time
@@ -58,6 +59,7 @@ from callboard.config import ChildSpec, Config, load_config
 from callboard.errors import (
     NO_SUCH_ACTOR,
     AskTimeout,
+    CallboardError,
     NoSuchActor,
     RemoteError,
     StartFailed,
@@ -347,6 +349,55 @@ class System:
         if reply.error is not None:
             raise SupervisorError(reply.error, reply.detail)
         return reply.value
+
+    def status(self) -> dict[str, Any]:
+        """A summary for operators: identity, uptime, and how many actors are in what state.
+
+        ``failed`` is the root's reason once it gave up (the other fields then describe
+        the last known tree). Raises only ``SystemNotRunning``."""
+        if self._state != "running":
+            raise SystemNotRunning(f"the system is {self._state}")
+        counts = {"workers": 0, "supervisors": 0, "running": 0, "restarting": 0, "stopped": 0}
+        failed = self._failed
+
+        def walk(node: dict[str, Any]) -> None:
+            for child in node.get("children", []):
+                counts["supervisors" if child["type"] == "supervisor" else "workers"] += 1
+                state = child["status"]
+                counts[state if state in ("running", "restarting") else "stopped"] += 1
+                walk(child)
+
+        try:
+            walk(self.tree())
+        except SystemFailed as exc:
+            failed = exc.reason
+        return {
+            "name": self.name,
+            "transport": self.transport,
+            "admin_port": self.admin_port if self.transport == "tcp" else None,
+            "uptime_s": round(time.time() - self.started_at, 3),
+            "host_pid": os.getpid(),
+            "root_pid": self.root_pid,
+            "failed": failed,
+            **counts,
+        }
+
+    def kill(self, name: str) -> int:
+        """SIGKILL the process of actor or supervisor ``name`` (a chaos drill: its
+        supervisor sees exit reason ``killed``). Returns the pid killed. Raises
+        ``NoSuchActor``, ``RemoteError("not_running")`` if it has no process now, and
+        ``CallboardError`` on the local transport (actors share the host's process)."""
+        if self.transport != "tcp":
+            raise CallboardError("kill needs the tcp transport: local actors share this process")
+        pids = self.directory()
+        if name not in pids:
+            raise NoSuchActor(name)
+        pid = pids[name]
+        if pid is None:
+            raise RemoteError("not_running", f"{name} has no process now", {"actor": name})
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+        return pid
 
     def directory(self) -> dict[str, int | None]:
         """Every name in the tree (workers and supervisors) -> its pid, ``None`` while it is

@@ -10,20 +10,24 @@ from callboard.config._models import (
     Backoff,
     ChildSpec,
     Config,
+    DaemonSettings,
     Liveness,
     SupervisorFlags,
     SupervisorSpec,
     SystemSettings,
+    TokenSpec,
 )
 
 __all__ = [
     "Backoff",
     "ChildSpec",
     "Config",
+    "DaemonSettings",
     "Liveness",
     "SupervisorFlags",
     "SupervisorSpec",
     "SystemSettings",
+    "TokenSpec",
     "dump_config",
     "load_config",
 ]

@@ -31,10 +31,12 @@ __all__ = [
     "Backoff",
     "ChildSpec",
     "Config",
+    "DaemonSettings",
     "Liveness",
     "SupervisorFlags",
     "SupervisorSpec",
     "SystemSettings",
+    "TokenSpec",
 ]
 
 _ID_PATTERN = r"^[A-Za-z_][A-Za-z0-9_.\-]{0,127}$"
@@ -410,8 +412,57 @@ def _walk(
 ChildSpec.model_rebuild()
 
 
+def _default_state_dir() -> str:
+    import platformdirs
+
+    return str(platformdirs.user_data_path("callboard"))
+
+
+class TokenSpec(_Strict):
+    """One ``[[daemon.tokens]]`` entry: a named credential with a role."""
+
+    id: str = Field(pattern=r"^[A-Za-z0-9_.\-]{1,64}$")
+    """Shown in audit lines; the secret never is."""
+    role: Literal["viewer", "operator", "admin"]
+    secret_file: str = Field(min_length=1)
+    """The file holding the secret (relative paths are under ``state_dir``)."""
+
+
+class DaemonSettings(_Strict):
+    """``[daemon]``: ``callboard run`` and its admin API."""
+
+    state_dir: str = Field(default_factory=_default_state_dir)
+    """Token file (``admin.token``), pid file (``callboard.pid``), ``daemon.json`` (how the
+    admin client finds the API), the audit log (``audit.log``); later, stores. ``~`` is
+    expanded."""
+    api_host: str = "127.0.0.1"
+    api_port: int = Field(8765, ge=0, le=65535)
+    """0 picks a free port (written to ``daemon.json``)."""
+    tls_cert: str = ""
+    tls_key: str = ""
+    """Both set: the admin API serves HTTPS."""
+    tokens: list[TokenSpec] = Field(default_factory=list)
+    """Without any, an ``admin`` token is generated into ``state_dir/admin.token`` (0600)."""
+    message_modules: list[str] = Field(default_factory=list)
+    """Modules to import so their message types can be sent through the admin API (the
+    modules of configured actors are imported anyway)."""
+    stop_timeout: float = Field(0.0, ge=0)
+    """Extra seconds a graceful stop may take beyond the children's shutdown times before
+    everything is killed (0: 10 s)."""
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> DaemonSettings:
+        if bool(self.tls_cert) != bool(self.tls_key):
+            raise ValueError("invalid_tls: set both tls_cert and tls_key, or neither")
+        ids = [t.id for t in self.tokens]
+        if len(set(ids)) != len(ids):
+            raise ValueError("duplicate_token_id: token ids must be unique")
+        return self
+
+
 class Config(_Strict):
     """The whole configuration. Every section has defaults, so ``{}`` is valid."""
 
     system: SystemSettings = Field(default_factory=SystemSettings)
     supervisor: SupervisorSpec = Field(default_factory=SupervisorSpec)
+    daemon: DaemonSettings = Field(default_factory=DaemonSettings)
