@@ -350,6 +350,13 @@ class System:
             raise SupervisorError(reply.error, reply.detail)
         return reply.value
 
+    def check(self) -> None:
+        """Raise ``SystemFailed`` if the root supervisor has given up or died (one round
+        trip to the root); ``SystemNotRunning`` if stopped. For health monitors."""
+        self._check()
+        with self._context() as ctx:
+            self._refresh(ctx)
+
     def status(self) -> dict[str, Any]:
         """A summary for operators: identity, uptime, and how many actors are in what state.
 
