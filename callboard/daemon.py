@@ -109,7 +109,12 @@ class Daemon:
         from callboard.security import AuditLog
         from callboard.system import System
 
-        tokens, token_file = load_tokens(self.config.daemon)
+        try:
+            tokens, token_file = load_tokens(self.config.daemon)
+        except CallboardError as exc:  # e.g. a configured secret file is missing
+            self._log.error("daemon_refused", reason=str(exc))
+            print(f"callboard run: {exc}", file=sys.stderr, flush=True)
+            return EXIT_FAILED
         self._audit = AuditLog(self.state_dir / "audit.log")
         previous = {
             sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGTERM, signal.SIGINT)

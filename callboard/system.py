@@ -232,7 +232,14 @@ class System:
 
     @property
     def running(self) -> bool:
-        return self._state == "running"
+        """Whether the system takes calls: started, not stopped, and the root has not given
+        up (as far as this process has seen: :meth:`check` asks the root)."""
+        return self._state == "running" and self._failed is None
+
+    @property
+    def failed(self) -> str | None:
+        """Why the root supervisor gave up (or died), once a call has seen it; else None."""
+        return self._failed
 
     # -- talking ------------------------------------------------------------------------------
 
@@ -469,9 +476,7 @@ class System:
             raise RemoteError("not_running", f"{target} is not running", {"actor": target})
         return address
 
-    def _control_ask(
-        self, ctx: Any, locate: Any, msg: Any, expect: type, timeout: float
-    ) -> Any:
+    def _control_ask(self, ctx: Any, locate: Any, msg: Any, expect: type, timeout: float) -> Any:
         """Ask a runtime process (not a user actor) and wait for an answer of type ``expect``.
 
         ``locate(again)`` gives the address (``again``: look it up afresh). The endpoint is

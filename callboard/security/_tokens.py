@@ -13,8 +13,9 @@ __all__ = ["Token", "TokenStore", "new_secret", "read_secret", "write_secret"]
 
 
 def new_secret() -> str:
-    """A fresh token secret: 256 bits, URL-safe."""
-    return secrets.token_urlsafe(32)
+    """A fresh token secret: 256 bits, URL-safe; prefixed so it never starts with ``-``
+    (a command line would take it for an option)."""
+    return "cb_" + secrets.token_urlsafe(32)
 
 
 def write_secret(path: Path, secret: str) -> None:

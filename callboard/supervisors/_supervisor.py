@@ -694,9 +694,7 @@ class SupervisorActor(ThespianActor):  # type: ignore[misc]
         for name in removed:
             self._dir.pop(name, None)
         if self._root_addr is not None:
-            self.send(
-                self._root_addr, NamesChanged(self._id, entries, removed, down, gone, halted)
-            )
+            self.send(self._root_addr, NamesChanged(self._id, entries, removed, down, gone, halted))
 
     def _apply_names(
         self, owner: str, entries: dict[str, Any], removed: tuple[str, ...],
@@ -844,6 +842,12 @@ class SupervisorActor(ThespianActor):  # type: ignore[misc]
             return
         try:
             if self._flags.strategy == "simple_one_for_one":
+                if args.get("spec"):
+                    answer(
+                        error="invalid_child_spec",
+                        detail="a simple_one_for_one supervisor starts its template: give args",
+                    )
+                    return
                 template = self._flags.children[0]
                 self._simple_seq += 1
                 cid = str(args.get("id") or f"{self._id}-{self._simple_seq}")
