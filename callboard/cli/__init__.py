@@ -16,7 +16,7 @@ import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, TypeAlias
 
-from callboard.cli import _admin_cmd, _config_cmd, _demo_cmd, _run_cmd, _solve_cmd
+from callboard.cli import _admin_cmd, _config_cmd, _demo_cmd, _kb_cmd, _run_cmd, _solve_cmd
 from callboard.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -29,6 +29,7 @@ REGISTRARS: list[Callable[[Subparsers], None]] = [
     _demo_cmd.register,
     _run_cmd.register,
     _solve_cmd.register,
+    _kb_cmd.register,
     _config_cmd.register,
     _admin_cmd.register,
 ]

@@ -113,15 +113,20 @@ def test_default_config_is_the_packaged_toml() -> None:
     assert cfg.system.bind == "127.0.0.1"
     assert cfg.supervisor.strategy == "one_for_one"
     assert (cfg.supervisor.intensity, cfg.supervisor.period) == (3, 5.0)
-    assert cfg.supervisor.children == [
-        ChildSpec(
-            id="echo",
-            actor="callboard.actors.examples:Echo",
-            restart="permanent",
-            shutdown=5.0,
-            args={},
-        )
-    ]
+    assert cfg.supervisor.children[0] == ChildSpec(
+        id="echo",
+        actor="callboard.actors.examples:Echo",
+        restart="permanent",
+        shutdown=5.0,
+        args={},
+    )
+    pipeline = cfg.supervisor.children[1]
+    assert pipeline.id == "pipeline" and pipeline.supervisor is not None
+    assert pipeline.supervisor.strategy == "rest_for_one"
+    assert [c.id for c in pipeline.supervisor.children] == [
+        "knowledge_base", "decision_support", "reward_model", "rejection_sampling",
+        "reasoning_engine",
+    ]  # fmt: skip
 
 
 def test_default_uses_os_environ_when_env_not_given(monkeypatch: pytest.MonkeyPatch) -> None:

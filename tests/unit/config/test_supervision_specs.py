@@ -173,7 +173,10 @@ def test_backoff_defaults() -> None:
 def test_empty_and_default_configs_still_load() -> None:
     assert load_config({}, env={}) == Config()
     default = load_config(env={})
-    assert [c.id for _, c in default.supervisor.walk()] == ["echo"]
+    assert [c.id for _, c in default.supervisor.walk()] == [
+        "echo", "pipeline", "knowledge_base", "decision_support", "reward_model",
+        "rejection_sampling", "reasoning_engine",
+    ]  # fmt: skip
     assert default.supervisor.auto_shutdown == "never"
 
 
