@@ -40,6 +40,7 @@ from callboard.messages import (
     peek_id,
 )
 from callboard.messages._errors import Nothing
+from callboard.observability import logging as cblog
 
 __all__ = ["ActorRuntime", "Hooks", "Port", "error_frame", "load_actor_class", "reply_value"]
 
@@ -237,18 +238,27 @@ class ActorRuntime:
             self._tasks[id(task)] = (task, env, sender)
             task.start()
             return
-        self._current = env
+        self._enter(env)
         try:
             result = fn(actor, msg)
         except BaseException as exc:
-            self._current = None
+            self._enter(None)
             self._finish(env, sender, None, exc, started)
         else:
-            self._current = None
+            self._enter(None)
             self._finish(env, sender, result, None, started)
 
     def _enter_task(self, task: Task, entering: bool) -> None:
-        self._current = task.context if entering else None
+        self._enter(task.context if entering else None)
+
+    def _enter(self, env: Envelope | None) -> None:
+        """Handler code of ``env`` runs now (``None``: it stopped): its deadline and ids
+        apply to outgoing requests, and its correlation id to every log line."""
+        self._current = env
+        if env is None:
+            cblog.unbind_context("correlation_id", "message_type")
+        else:
+            cblog.bind_context(correlation_id=env.correlation_id, message_type=env.type)
 
     def _task_done(self, task: Task, value: Any, exc: BaseException | None, started: float) -> None:
         entry = self._tasks.pop(id(task), None)

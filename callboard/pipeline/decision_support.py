@@ -7,7 +7,7 @@ import json
 import sqlite3
 import uuid
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 
 from callboard.actors import Actor, handler
 from callboard.errors import BusinessError
@@ -86,6 +86,8 @@ class DecisionSupport(Actor):
     :class:`GetDecision`."""
 
     class Args(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+
         db_path: str = ":memory:"
 
     def on_start(self) -> None:

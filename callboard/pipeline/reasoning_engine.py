@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, Field
 
 from callboard.actors import Actor, handler
 from callboard.errors import AskTimeout, BusinessError, RemoteError
@@ -55,12 +55,14 @@ class _Relayed(BusinessError):
 
 class ReasoningEngine(Actor):
     class Args(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+
         knowledge_base: str = "knowledge_base"
         rejection_sampling: str = "rejection_sampling"
         decision_support: str = "decision_support"
-        query_timeout: float = 1.0
-        sample_timeout: float = 5.0
-        record_timeout: float = 1.0
+        query_timeout: float = Field(1.0, gt=0)
+        sample_timeout: float = Field(5.0, gt=0)
+        record_timeout: float = Field(1.0, gt=0)
         resolve_references: bool = True
 
     async def _hop(
@@ -114,6 +116,7 @@ class ReasoningEngine(Actor):
                        timings_ms=dict(timings), seed=msg.seed),
                 args.record_timeout,
             )  # fmt: skip
+            decision.path.timings_ms.update(timings)  # add the decision_support hop itself
         except BusinessError as exc:
             pipeline_metrics().decisions.labels(exc.code).inc()
             self.log.info("process_completed", outcome=exc.code)

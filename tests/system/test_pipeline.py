@@ -34,7 +34,9 @@ def pipeline_children(**rs_args: Any) -> list[dict[str, Any]]:
     return [spec]
 
 
-def test_a_sample_question_gets_a_decision_with_its_path(start_system: StartSystem) -> None:
+def test_a_sample_question_gets_a_decision_with_its_path(
+    start_system: StartSystem, tmp_path: Path
+) -> None:
     system = start_system(pipeline_children())
     decision = system.ask("reasoning_engine", Solve(problem=QUESTION, seed=7), timeout=10)
     assert isinstance(decision, Decision)
@@ -50,10 +52,26 @@ def test_a_sample_question_gets_a_decision_with_its_path(start_system: StartSyst
     assert set(best.candidate.evidence) <= used | set(path.references)
     rejected = [r for r in path.candidates if not r.accepted]
     assert all(r.reason for r in rejected)  # every rejection says why
-    assert {"knowledge_base", "rejection_sampling"} <= set(path.timings_ms)
-    # DecisionSupport persisted it.
+    assert {"knowledge_base", "rejection_sampling", "decision_support"} <= set(path.timings_ms)
+    # DecisionSupport persisted it (as recorded: before its own hop was timed).
     again = system.ask("decision_support", GetDecision(id=decision.id), timeout=5)
-    assert again == decision
+    assert again.model_dump(exclude={"path"}) == decision.model_dump(exclude={"path"})
+    assert again.path.candidates == decision.path.candidates
+    assert again.path.knowledge == decision.path.knowledge
+    # Business events are logged with the request's correlation id, in every stage.
+    events = [
+        e
+        for e in read_log(tmp_path)
+        if e.get("event")
+        in ("decision_point", "solution_generated", "quality_evaluated", "process_completed")
+    ]
+    assert {e["event"] for e in events} == {
+        "decision_point",
+        "solution_generated",
+        "quality_evaluated",
+        "process_completed",
+    }
+    assert len({e["correlation_id"] for e in events}) == 1 and events[0]["correlation_id"]
 
 
 def test_the_same_seed_gives_the_same_decision(start_system: StartSystem) -> None:
