@@ -201,4 +201,3 @@ class GetDirectory:
 class DirectoryReply:
     directory: dict[str, Address | None]
     failed: str | None = None
-    pids: dict[str, int] = field(default_factory=dict)

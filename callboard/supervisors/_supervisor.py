@@ -206,8 +206,7 @@ class SupervisorActor(ThespianActor):  # type: ignore[misc]
         elif isinstance(msg, AdminRequest):
             self._admin(msg, sender)
         elif isinstance(msg, GetDirectory):
-            pids = {c.id: c.pid for c in self._children if c.pid and c.status == "running"}
-            self.send(sender, DirectoryReply(dict(self._dir), self.failed, pids))
+            self.send(sender, DirectoryReply(dict(self._dir), self.failed))
         elif isinstance(msg, InitSupervisor):
             self._init(msg, sender)
         elif isinstance(msg, StopTree):
