@@ -27,6 +27,8 @@ from pydantic import (
 )
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
+from callboard.resilience._policy import Policy, parse_route
+
 __all__ = [
     "Backoff",
     "ChildSpec",
@@ -466,3 +468,14 @@ class Config(_Strict):
     system: SystemSettings = Field(default_factory=SystemSettings)
     supervisor: SupervisorSpec = Field(default_factory=SupervisorSpec)
     daemon: DaemonSettings = Field(default_factory=DaemonSettings)
+    policies: dict[str, Policy] = Field(default_factory=dict)
+    """Resilience per target actor (``reward_model``) or route (``caller->target``); see
+    :mod:`callboard.resilience`. Names are not checked against the tree: dynamic
+    children get their ids at run time."""
+
+    @field_validator("policies")
+    @classmethod
+    def _routes(cls, v: dict[str, Policy]) -> dict[str, Policy]:
+        for key in v:
+            parse_route(key)  # ValueError("invalid_route: ...")
+        return v

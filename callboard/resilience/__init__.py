@@ -16,6 +16,7 @@ from callboard.resilience._bulkhead import (
     BulkheadFull,
     BulkheadSnapshot,
 )
+from callboard.resilience._policy import Fallback, Policy, parse_route, resolve_policy
 from callboard.resilience._retry import RetryConfig, RetryDecision, RetryPolicy
 
 __all__ = [
@@ -27,8 +28,12 @@ __all__ = [
     "BulkheadSnapshot",
     "CircuitBreaker",
     "CircuitOpen",
+    "Fallback",
     "Permit",
+    "Policy",
     "RetryConfig",
     "RetryDecision",
     "RetryPolicy",
+    "parse_route",
+    "resolve_policy",
 ]
