@@ -22,13 +22,15 @@ from callboard.errors import (
     ConfigError,
     InvalidMessage,
     NoSuchActor,
+    NoSuchBreaker,
     RemoteError,
     StartFailed,
     SupervisorError,
     SystemFailed,
     SystemNotRunning,
+    Unavailable,
 )
-from callboard.messages import Envelope, Message, upgrades
+from callboard.messages import Envelope, Message, is_degraded, upgrades
 from callboard.system import System
 
 __version__ = "0.1.0"
@@ -46,6 +48,7 @@ __all__ = [
     "InvalidMessage",
     "Message",
     "NoSuchActor",
+    "NoSuchBreaker",
     "RemoteError",
     "StartFailed",
     "SupervisorError",
@@ -55,8 +58,10 @@ __all__ = [
     "SystemFailed",
     "SystemNotRunning",
     "SystemSettings",
+    "Unavailable",
     "__version__",
     "handler",
+    "is_degraded",
     "load_config",
     "upgrades",
 ]

@@ -43,6 +43,8 @@ class ActorSettings:
     """Local transport: actors share the host's process, so leave its logging, metrics and
     process title alone (and never signal it)."""
     start_timeout: float = 10.0
+    policies: dict[str, Any] = field(default_factory=dict)
+    """``[policies]``: name -> :class:`~callboard.resilience.Policy` (routes from here)."""
 
 
 @dataclass(frozen=True)
@@ -201,3 +203,20 @@ class GetDirectory:
 class DirectoryReply:
     directory: dict[str, Address | None]
     failed: str | None = None
+
+
+@dataclass(frozen=True)
+class BreakersRequest:
+    """System -> worker: your circuit breakers (snapshots). With ``force`` = ``(target,
+    state)``: first force the breaker of the route to ``target`` open or closed."""
+
+    force: tuple[str, str] | None = None
+    ref: int = 0
+
+
+@dataclass(frozen=True)
+class BreakersReply:
+    actor: str
+    breakers: list[dict[str, Any]]
+    error: str | None = None
+    ref: int = 0

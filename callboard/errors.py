@@ -19,6 +19,13 @@ Error codes users can rely on (``RemoteError.code``):
 ``restarting``        the named actor is being restarted (back soon).
 ``not_running``       the named actor is in the tree but stopped for good (terminated,
                       not restarted, or its supervisor gave up).
+``unavailable``       the handler raised :class:`Unavailable`: a transient failure that
+                      resilience policies may retry and breakers count, without a crash.
+``timeout``           (resilience policies only) an attempt got no reply in time.
+``circuit_open``      (resilience policies only) the route's breaker refused the call:
+                      :class:`~callboard.resilience.CircuitOpen`.
+``bulkhead_full``     (resilience policies only) the route's bulkhead had no slot and no
+                      queue place: :class:`~callboard.resilience.BulkheadFull`.
 ``<business code>``   a :class:`BusinessError` subclass's ``code``.
 """
 
@@ -34,11 +41,13 @@ __all__ = [
     "ConfigError",
     "InvalidMessage",
     "NoSuchActor",
+    "NoSuchBreaker",
     "RemoteError",
     "StartFailed",
     "SupervisorError",
     "SystemFailed",
     "SystemNotRunning",
+    "Unavailable",
 ]
 
 CRASHED = "crashed"
@@ -151,6 +160,15 @@ class SystemFailed(CallboardError):
         super().__init__(f"the actor system failed: {reason}")
 
 
+class NoSuchBreaker(CallboardError):
+    """No circuit breaker is configured for ``route`` (or no caller of it answered)."""
+
+    def __init__(self, route: str, detail: str = "") -> None:
+        self.route = route
+        self.detail = detail
+        super().__init__(f"no circuit breaker for {route!r}" + (f": {detail}" if detail else ""))
+
+
 class BusinessError(Exception):
     """Raise a subclass from a handler for an expected business outcome.
 
@@ -169,3 +187,11 @@ class BusinessError(Exception):
     def __init__(self, message: str = "", details: dict[str, Any] | None = None) -> None:
         self.details = details or {}
         super().__init__(message)
+
+
+class Unavailable(BusinessError):
+    """Raise from a handler for a *transient* failure ("try again later"): the asker gets
+    code ``unavailable``, which retry policies may retry and circuit breakers count as a
+    failure (unlike other business codes), and the actor does not crash or restart."""
+
+    code: ClassVar[str] = "unavailable"

@@ -36,8 +36,9 @@ import weakref
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Literal
 
+from prometheus_client import CollectorRegistry, generate_latest
 from thespian.actors import ActorSystem, ExternalContext
 
 from callboard import _thespian
@@ -45,6 +46,8 @@ from callboard._control import (
     ActorSettings,
     AdminReply,
     AdminRequest,
+    BreakersReply,
+    BreakersRequest,
     DirectoryReply,
     GetDirectory,
     InitSupervisor,
@@ -60,7 +63,9 @@ from callboard.errors import (
     NO_SUCH_ACTOR,
     AskTimeout,
     CallboardError,
+    InvalidMessage,
     NoSuchActor,
+    NoSuchBreaker,
     RemoteError,
     StartFailed,
     SupervisorError,
@@ -74,9 +79,24 @@ from callboard.messages import (
     child_traceparent,
     decode_envelope,
     encode,
+    mark_degraded,
     new_id,
 )
+from callboard.observability import logging as cblog
 from callboard.observability import metrics as cbmetrics
+from callboard.observability.resilience import ResilienceMetrics, ResilienceObserver
+from callboard.resilience import (
+    HOST,
+    Attempt,
+    Backoff,
+    CallResult,
+    Outcome,
+    Queue,
+    Route,
+    RouteTable,
+    guarded_call,
+    parse_route,
+)
 from callboard.supervisors._supervisor import SupervisorActor
 
 __all__ = ["System"]
@@ -110,6 +130,15 @@ class System:
         self._workdir = Path(tempfile.mkdtemp(prefix="callboard-"))
         self.metrics_dir = self._workdir / "metrics"
         self.metrics_dir.mkdir()
+        # The host's own routes: its metrics stay in this System's private registry (the
+        # host application's prometheus setup is left alone) and join metrics().
+        self._registry = CollectorRegistry(auto_describe=True)
+        self.routes = RouteTable(
+            HOST, config.policies,
+            on_event=ResilienceObserver(
+                cblog.get_logger(actor=HOST, system=self.name), ResilienceMetrics(self._registry)
+            ),
+        )  # fmt: skip
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -156,6 +185,7 @@ class System:
             system_name=self.name,
             in_process=self.transport != "tcp",
             start_timeout=cfg.start_timeout,
+            policies=dict(self.config.policies),
         )
         root = self.config.supervisor
         init = InitSupervisor(
@@ -245,15 +275,69 @@ class System:
 
     def ask(self, target: str, msg: Message, timeout: float | None = None) -> Any:
         """Send ``msg`` to the actor named ``target`` and wait for its reply (a Message, or
-        ``None`` when the handler returned nothing). See the module docstring for errors."""
+        ``None`` when the handler returned nothing). See the module docstring for errors.
+
+        With a policy for the route ``host->target`` (``[policies]``), the request goes
+        through it: bulkhead, retries with backoff, circuit breaker, per-attempt timeout,
+        fallback; ``timeout`` bounds the whole call. A fallback's answer is marked
+        degraded (``callboard.is_degraded(reply)``)."""
         self._check()
         timeout = self.config.system.ask_timeout if timeout is None else timeout
         deadline = time.time() + timeout
+        route = self.routes.route(target)
+        if route is None:
+            return self._ask_once(target, msg, deadline, 1)
+        if target not in self._directory:
+            with self._context() as ctx:
+                self._refresh(ctx)
+            if target not in self._directory:
+                raise NoSuchActor(target)
+        call = guarded_call(route, new_id(), type(msg).idempotent, deadline, msg.reply_type)
+        sent: Any = None
+        while True:
+            try:
+                effect = call.send(sent)
+            except StopIteration as stop:
+                result: CallResult = stop.value
+                break
+            if isinstance(effect, Attempt):
+                started = time.monotonic()
+                try:
+                    value = self._ask_once(
+                        effect.target, msg, effect.deadline or deadline, effect.number
+                    )
+                except (RemoteError, AskTimeout, InvalidMessage, NoSuchActor) as exc:
+                    sent = Outcome(error=exc, seconds=time.monotonic() - started)
+                else:
+                    sent = Outcome(value=value, seconds=time.monotonic() - started)
+            elif isinstance(effect, Backoff):
+                time.sleep(effect.seconds)  # the caller's own thread waits out the backoff
+                sent = None
+            else:
+                sent = self._await_admission(route, effect)
+        if result.error is not None:
+            raise result.error
+        if result.degraded:
+            mark_degraded(result.value)
+        return result.value
+
+    @staticmethod
+    def _await_admission(route: Route, effect: Queue) -> bool:
+        admitted = threading.Event()
+        route.when_admitted(effect.request_id, admitted.set)
+        wait = None if effect.deadline is None else max(0.0, effect.deadline - time.time())
+        if admitted.wait(wait):
+            return True
+        route.give_up_waiting(effect.request_id)
+        return False
+
+    def _ask_once(self, target: str, msg: Message, deadline: float, attempt: int) -> Any:
         env = self._envelope("ask", target, msg, deadline)
+        env.attempt = attempt
         frame = encode(env, self.config.system.max_frame_bytes)
         with self._context() as ctx:
-            for attempt in range(4):
-                address = self._resolve(target, ctx, refresh=attempt > 0)
+            for resend in range(4):
+                address = self._resolve(target, ctx, refresh=resend > 0)
                 try:
                     result = self._exchange(ctx, address, frame, env.id, deadline)
                 except RemoteError as exc:
@@ -265,7 +349,89 @@ class System:
                     return result
                 if time.time() >= deadline:
                     break
-        raise AskTimeout(f"no reply from {target} within {timeout}s")
+        raise AskTimeout(f"no reply from {target} before the deadline")
+
+    def breakers(self, timeout: float = 5.0) -> list[dict[str, Any]]:
+        """Every circuit breaker in the system: the host's and each running actor's, one
+        per route used so far (``caller->target``), with ``state`` (closed / open /
+        half_open), ``forced``, ``failure_rate``, ``slow_call_rate``, the window counts,
+        ``next_trial_s`` (seconds until a trial is allowed; ``None`` when forced open),
+        ``open_wait_s`` and the route's call ``counts``. Actors that do not answer within
+        ``timeout`` are left out (and logged)."""
+        self._check()
+        found = self.routes.breakers()
+        for name in self._running_workers():
+            reply = self._breakers_of(name, None, timeout)
+            if reply is not None:
+                found.extend(reply.breakers)
+        return sorted(found, key=lambda b: str(b["route"]))
+
+    def set_breaker(self, route: str, state: str, timeout: float = 5.0) -> list[dict[str, Any]]:
+        """Force a breaker ``"open"`` (calls fail fast with ``circuit_open`` and no trial
+        runs until it is closed again) or ``"closed"`` (a fresh window; it can trip again).
+
+        ``route`` is ``"caller->target"`` (``host->target`` for the host's own calls) or
+        just ``"target"``: every caller's breaker for that target. Returns the snapshots
+        of the breakers changed. Raises ``ValueError`` (bad state or route),
+        ``NoSuchActor`` (unknown caller), ``NoSuchBreaker`` (no breaker is configured for
+        the route). A forced state lives in the caller's process: if that actor restarts,
+        its breaker starts closed again."""
+        if state not in ("open", "closed"):
+            raise ValueError(f"a breaker can be forced 'open' or 'closed', not {state!r}")
+        caller, target = parse_route(route)
+        self._check()
+        forced: Literal["open", "closed"] = "open" if state == "open" else "closed"
+        changed: list[dict[str, Any]] = []
+        errors: list[str] = []
+        if caller in (None, HOST):
+            try:
+                changed.append(self.routes.force(target, forced))
+            except LookupError as exc:
+                errors.append(str(exc))
+        if caller != HOST:
+            names = self._running_workers()
+            if caller is not None:
+                if caller not in self._directory:
+                    raise NoSuchActor(caller)
+                names = [caller]
+            for name in names:
+                if name == target:
+                    continue
+                reply = self._breakers_of(name, (target, state), timeout)
+                if reply is None:
+                    errors.append(f"{name} did not answer")
+                elif reply.error is not None:
+                    errors.append(reply.error)
+                else:
+                    changed.extend(b for b in reply.breakers if b.get("target") == target)
+        if not changed:
+            raise NoSuchBreaker(route, "; ".join(errors))
+        return changed
+
+    def _running_workers(self) -> list[str]:
+        names: list[str] = []
+
+        def walk(node: dict[str, Any]) -> None:
+            for child in node.get("children", []):
+                if child["type"] == "worker" and child["status"] == "running":
+                    names.append(child["id"])
+                walk(child)
+
+        walk(self.tree())
+        return names
+
+    def _breakers_of(
+        self, name: str, force: tuple[str, str] | None, timeout: float
+    ) -> BreakersReply | None:
+        with self._context() as ctx:
+            try:
+                reply = self._control_ask(
+                    ctx, lambda again: self._resolve(name, ctx, refresh=again),
+                    BreakersRequest(force), BreakersReply, timeout,
+                )  # fmt: skip
+            except (RemoteError, NoSuchActor):
+                return None
+        return reply if isinstance(reply, BreakersReply) else None
 
     def tell(self, target: str, msg: Message) -> None:
         """Send ``msg`` to ``target`` without waiting (at most once)."""
@@ -277,12 +443,12 @@ class System:
             ctx.tell(self._resolve(target, ctx), frame)
 
     def metrics(self) -> bytes:
-        """Prometheus text exposition covering every actor process of this system."""
+        """Prometheus text exposition covering every actor process of this system, and
+        the host's own resilience counters (routes ``host->...``)."""
+        host = bytes(generate_latest(self._registry))
         if self.transport == "tcp":
-            return cbmetrics.collect(self.metrics_dir)
-        from prometheus_client import generate_latest
-
-        return bytes(generate_latest(cbmetrics.actor_metrics().registry))
+            return cbmetrics.collect(self.metrics_dir) + host
+        return bytes(generate_latest(cbmetrics.actor_metrics().registry)) + host
 
     # -- supervision tree and child administration (OTP's supervisor calls) ----------------
 

@@ -25,6 +25,8 @@ from thespian.actors import (
 from callboard import _lifeline
 from callboard._control import (
     Booting,
+    BreakersReply,
+    BreakersRequest,
     DirectoryUpdate,
     Exiting,
     InitActor,
@@ -39,6 +41,7 @@ from callboard.errors import NO_SUCH_ACTOR, InvalidMessage
 from callboard.messages import decode_envelope
 from callboard.observability import logging as cblog
 from callboard.observability import metrics as cbmetrics
+from callboard.observability.resilience import ResilienceObserver
 
 __all__ = ["ActorHost", "process_setup"]
 
@@ -143,6 +146,8 @@ class ActorHost(ThespianActor):  # type: ignore[misc]
                 self.send(self.myAddress, ActorExitRequest())
             elif rt is not None and isinstance(msg.payload, str):
                 rt.on_timer(msg.payload)
+        elif isinstance(msg, BreakersRequest):
+            self.send(sender, self._breakers(msg))
         elif isinstance(msg, DirectoryUpdate):
             if rt is not None:
                 rt.on_directory(msg.entries, msg.removed)
@@ -169,6 +174,20 @@ class ActorHost(ThespianActor):  # type: ignore[misc]
             # Not anyone yet: a sender with a stale address that the kernel has just
             # handed to this new process. Refuse, so it re-resolves the name.
             self._refuse_unborn(msg, sender)
+
+    def _breakers(self, req: BreakersRequest) -> BreakersReply:
+        rt = self._rt
+        if rt is None:
+            return BreakersReply(self._id, [], "not_running", req.ref)
+        if req.force is not None:
+            target, state = req.force
+            if state not in ("open", "closed"):
+                return BreakersReply(self._id, [], f"invalid state {state!r}", req.ref)
+            try:
+                rt.routes.force(target, "open" if state == "open" else "closed")
+            except LookupError as exc:
+                return BreakersReply(self._id, [], str(exc), req.ref)
+        return BreakersReply(self._id, rt.routes.breakers(), None, req.ref)
 
     def _refuse_unborn(self, frame: bytes, sender: Any) -> None:
         try:
@@ -202,6 +221,8 @@ class ActorHost(ThespianActor):  # type: ignore[misc]
                 ask_timeout=msg.settings.ask_timeout,
                 hooks=_Hooks(msg.id, self._log),
                 logger=self._log,
+                policies=msg.settings.policies,
+                on_policy_event=ResilienceObserver(self._log),
             )
             self._rt = rt
             rt.start()

@@ -8,10 +8,11 @@ gives it a :class:`Port` to send through, so the whole path is unit-testable in-
 
 from __future__ import annotations
 
+import functools
 import importlib
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Generator, Mapping
 from typing import Any, Protocol
 
 from pydantic import ValidationError
@@ -39,8 +40,22 @@ from callboard.messages import (
     new_id,
     peek_id,
 )
+from callboard.messages._degraded import is_degraded, mark_degraded
 from callboard.messages._errors import Nothing
 from callboard.observability import logging as cblog
+from callboard.resilience import (
+    Attempt,
+    Backoff,
+    CallResult,
+    Effect,
+    Outcome,
+    Policy,
+    Queue,
+    Route,
+    RouteTable,
+    guarded_call,
+)
+from callboard.resilience._routes import EventSink
 
 __all__ = ["ActorRuntime", "Hooks", "Port", "error_frame", "load_actor_class", "reply_value"]
 
@@ -95,13 +110,18 @@ def load_actor_class(path: str) -> type[Actor]:
 
 
 def reply_value(env: Envelope) -> Any:
-    """Turn a decoded reply/error envelope into the asker's result, or raise."""
+    """Turn a decoded reply/error envelope into the asker's result, or raise. A reply
+    flagged ``degraded`` yields a message marked so (see ``callboard.is_degraded``)."""
     if env.kind == "error":
         err = ErrorReply.from_wire(env.version, env.payload)
         assert isinstance(err, ErrorReply)
         raise RemoteError(err.code, err.message, err.details)
     msg = decode_payload(env)
-    return None if isinstance(msg, Nothing) else msg
+    if isinstance(msg, Nothing):
+        return None
+    if env.degraded:
+        mark_degraded(msg)
+    return msg
 
 
 class ActorRuntime:
@@ -126,6 +146,8 @@ class ActorRuntime:
         hooks: Hooks | None = None,
         logger: Any = None,
         clock: Callable[[], float] = time.time,
+        policies: Mapping[str, Policy] | None = None,
+        on_policy_event: EventSink | None = None,
     ) -> None:
         self.id = actor_id
         self.state = "new"
@@ -138,7 +160,11 @@ class ActorRuntime:
         self._hooks: Hooks = hooks or _NoHooks()
         self._log = logger
         self._clock = clock
-        self._pending: dict[str, tuple[Future[Any], str]] = {}  # request id -> (future, type)
+        # request id -> (future, type, id of the request whose handler asked, if any)
+        self._pending: dict[str, tuple[Future[Any], str, str | None]] = {}
+        # Requests whose handler used a degraded answer: their replies are flagged too.
+        self._tainted: set[str] = set()
+        self.routes = RouteTable(actor_id, policies or {}, clock=clock, on_event=on_policy_event)
         self._timers: dict[str, Callable[[], object]] = {}
         self._tasks: dict[int, tuple[Task, Envelope, Address]] = {}
         self._current: Envelope | None = None  # the envelope whose handler code is running
@@ -285,8 +311,10 @@ class ActorRuntime:
                     )  # fmt: skip
                 if env.kind == "ask":
                     self._reply(env, sender, value if value is not None else Nothing())
+                self._tainted.discard(env.id)
                 self.leave_if_requested(env)
                 return
+        self._tainted.discard(env.id)
         if isinstance(exc, BusinessError):
             self._hooks.handled(env.type, elapsed)
             self._hooks.error(env.type, exc.code)
@@ -367,10 +395,11 @@ class ActorRuntime:
                 self._send_error(env, sender, errors.STOPPING, f"{self.id} is stopping")
             task.cancel(_Aborted())
         self._tasks.clear()
-        for fut, _ in self._pending.values():
+        for fut, _, _ in self._pending.values():
             fut.set_exception(_Aborted())
         self._pending.clear()
         self._timers.clear()
+        self._tainted.clear()
 
     # -- outbound -------------------------------------------------------------------------
 
@@ -384,8 +413,12 @@ class ActorRuntime:
             raise RemoteError(NOT_RUNNING, f"{target} is not running", {"actor": target})
         return address
 
-    def _outgoing(self, kind: Kind, target: str, msg: Message, deadline: float | None) -> Envelope:
-        cur = self._current
+    def _outgoing(
+        self, kind: Kind, target: str, msg: Message, deadline: float | None,
+        cur: Envelope | None = None, attempt: int = 1,
+    ) -> Envelope:  # fmt: skip
+        """A new request envelope on behalf of ``cur`` (the request whose handler sends
+        it): its ids, trace and priority are inherited, its deadline is never later."""
         if cur is not None and cur.deadline is not None:
             deadline = cur.deadline if deadline is None else min(deadline, cur.deadline)
         msg_id = new_id()
@@ -400,31 +433,59 @@ class ActorRuntime:
             priority=cur.priority if cur is not None else 0,
             traceparent=child_traceparent(cur.traceparent if cur is not None else None),
             principal=cur.principal if cur is not None else None,
-            attempt=1,
+            attempt=attempt,
             target=target,
             sender=self.id,
             payload=msg,
         )
 
     def ask(self, target: str, msg: Message, timeout: float | None) -> Future[Any]:
-        fut: Future[Any] = Future()
+        """Send ``msg`` to ``target``; the future resolves with the reply or the error.
+
+        Raises :class:`NoSuchActor` at once for a name not in the tree. With a policy
+        for the route (``[policies]``), the request goes through it: bulkhead, retries,
+        breaker, per-attempt timeout, fallback (:mod:`callboard.resilience._call`)."""
+        cur = self._current
         timeout = self._ask_timeout if timeout is None else timeout
+        deadline = self._clock() + timeout
+        if cur is not None and cur.deadline is not None:
+            deadline = min(deadline, cur.deadline)
+        route = self.routes.route(target)
+        if route is None:
+            return self._attempt(target, msg, deadline, 1, cur)
+        if target not in self.directory:
+            raise NoSuchActor(target)
+        fut: Future[Any] = Future()
+        call = guarded_call(route, new_id(), type(msg).idempotent, deadline, msg.reply_type)
+        _GuardedAsk(self, route, call, fut, msg, cur).step(None)
+        return fut
+
+    def _attempt(
+        self, target: str, msg: Message, deadline: float, attempt: int, cur: Envelope | None
+    ) -> Future[Any]:
+        """One plain request: send, and resolve on the reply or at ``deadline``."""
+        fut: Future[Any] = Future()
         try:
             address = self._resolve(target)
-            env = self._outgoing("ask", target, msg, self._clock() + timeout)
+            env = self._outgoing("ask", target, msg, deadline, cur, attempt)
             frame = encode(env, self._max)
         except (NoSuchActor, RemoteError, InvalidMessage) as exc:
-            if isinstance(exc, NoSuchActor):
+            if isinstance(exc, NoSuchActor) and attempt == 1 and target not in self.directory:
                 raise
             fut.set_exception(exc)
             return fut
         assert env.deadline is not None
-        self._pending[env.id] = (fut, env.type)
+        self._pending[env.id] = (fut, env.type, cur.id if cur is not None else None)
         self._port.send(address, frame)
         key = "ask:" + env.id
         self._timers[key] = lambda: self._expire(env.id, target)
         self._port.call_later(max(0.0, env.deadline - self._clock()), key)
         return fut
+
+    def taint(self, request: Envelope | None) -> None:
+        """The handler of ``request`` used a degraded answer: flag its reply degraded."""
+        if request is not None and request.kind == "ask":
+            self._tainted.add(request.id)
 
     def _expire(self, request_id: str, target: str) -> None:
         entry = self._pending.pop(request_id, None)
@@ -433,11 +494,12 @@ class ActorRuntime:
 
     def tell(self, target: str, msg: Message) -> None:
         address = self._resolve(target)
-        self._port.send(address, encode(self._outgoing("tell", target, msg, None), self._max))
+        env = self._outgoing("tell", target, msg, None, self._current)
+        self._port.send(address, encode(env, self._max))
 
     def schedule(self, delay_s: float, msg: Message) -> None:
         key = "sched:" + new_id()
-        env = self._outgoing("tell", self.id, msg, None)
+        env = self._outgoing("tell", self.id, msg, None, self._current)
         env.deadline = None  # a timer outlives the request that set it: no inherited deadline
 
         def deliver() -> None:
@@ -460,7 +522,9 @@ class ActorRuntime:
             self._hooks.dropped("late_reply", env.type)  # its asker timed out already
             return
         self._timers.pop("ask:" + (env.causation_id or ""), None)
-        fut = entry[0]
+        fut, _, asked_for = entry
+        if env.degraded and asked_for is not None:
+            self._tainted.add(asked_for)
         try:
             fut.set_result(reply_value(env))
         except (RemoteError, InvalidMessage) as exc:
@@ -472,6 +536,7 @@ class ActorRuntime:
             correlation_id=req.correlation_id, causation_id=req.id, deadline=None,
             priority=req.priority, traceparent=req.traceparent, principal=req.principal,
             attempt=1, target=req.sender, sender=self.id, payload=msg,
+            degraded=req.id in self._tainted or is_degraded(msg),
         )  # fmt: skip
         try:
             frame = encode(env, self._max)
@@ -534,3 +599,95 @@ def error_frame(
 
 class _Aborted(Exception):
     """Thrown into in-flight handler coroutines when the actor exits."""
+
+
+class _GuardedAsk:
+    """Drives one :func:`~callboard.resilience.guarded_call` inside an actor: attempts are
+    plain asks, back-offs and bulkhead waits are timers, so the mailbox keeps flowing."""
+
+    __slots__ = ("_call", "_cur", "_fut", "_msg", "_route", "_rt")
+
+    def __init__(
+        self, rt: ActorRuntime, route: Route, call: Generator[Effect, Any, CallResult],
+        fut: Future[Any], msg: Message, cur: Envelope | None,
+    ) -> None:  # fmt: skip
+        self._rt = rt
+        self._route = route
+        self._call = call
+        self._fut = fut
+        self._msg = msg
+        self._cur = cur
+
+    def step(self, value: Any) -> None:
+        rt = self._rt
+        while True:
+            try:
+                effect = self._call.send(value)
+            except StopIteration as stop:
+                self._finish(stop.value)
+                return
+            if isinstance(effect, Attempt):
+                started = time.monotonic()
+                deadline = effect.deadline if effect.deadline is not None else rt._clock()
+                try:
+                    attempt = rt._attempt(effect.target, self._msg, deadline, effect.number,
+                                          self._cur)  # fmt: skip
+                except NoSuchActor as exc:  # e.g. a substitute that is not in the tree
+                    value = Outcome(error=exc)
+                    continue
+                if attempt.done():
+                    value = self._outcome(attempt, started)
+                    if value is None:
+                        return
+                    continue
+                attempt.add_done_callback(functools.partial(self._resume, started=started))
+                return
+            if isinstance(effect, Backoff):
+                rt.sleep(effect.seconds).add_done_callback(lambda _f: self.step(None))
+                return
+            assert isinstance(effect, Queue)
+            self._wait_admission(effect)
+            return
+
+    def _resume(self, attempt: Future[Any], *, started: float) -> None:
+        outcome = self._outcome(attempt, started)
+        if outcome is not None:
+            self.step(outcome)
+
+    def _outcome(self, attempt: Future[Any], started: float) -> Outcome | None:
+        seconds = time.monotonic() - started
+        exc = attempt.exception()
+        if isinstance(exc, _Aborted):  # the actor is exiting: abandon the call
+            self._call.close()
+            self._fut.set_exception(exc)
+            return None
+        if exc is not None:
+            return Outcome(error=exc, seconds=seconds)
+        return Outcome(value=attempt.result(), seconds=seconds)
+
+    def _wait_admission(self, effect: Queue) -> None:
+        rt = self._rt
+        decided = Future[bool]()
+        decided.add_done_callback(lambda f: self.step(f.result()))
+        self._route.when_admitted(effect.request_id, lambda: decided.set_result(True))
+        if effect.deadline is not None and not decided.done():
+            key = "queue:" + effect.request_id
+
+            def expire() -> None:
+                if not decided.done():
+                    self._route.give_up_waiting(effect.request_id)
+                    decided.set_result(False)
+
+            rt._timers[key] = expire
+            rt._port.call_later(max(0.0, effect.deadline - rt._clock()), key)
+
+    def _finish(self, result: CallResult) -> None:
+        if result.error is not None:
+            self._fut.set_exception(result.error)
+            return
+        if result.degraded:
+            mark_degraded(result.value)
+            self._rt.taint(self._cur)
+        elif is_degraded(result.value):
+            self._rt.taint(self._cur)
+        self._fut.set_result(result.value)

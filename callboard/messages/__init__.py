@@ -8,6 +8,7 @@ from callboard.messages._codec import (
     encode,
     peek_id,
 )
+from callboard.messages._degraded import is_degraded, mark_degraded
 from callboard.messages._envelope import Envelope, Kind, child_traceparent, new_id
 from callboard.messages._errors import ErrorReply
 from callboard.messages._message import Message, upgrades
@@ -24,7 +25,9 @@ __all__ = [
     "decode_envelope",
     "decode_payload",
     "encode",
+    "is_degraded",
     "lookup",
+    "mark_degraded",
     "new_id",
     "peek_id",
     "registered_types",

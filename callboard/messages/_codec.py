@@ -3,7 +3,10 @@
 Frame layout (msgpack array, positional to keep frames small and decoding cheap)::
 
     [WIRE_VERSION, kind, id, type, version, correlation_id, causation_id, deadline,
-     priority, traceparent, principal, attempt, target, sender, payload]
+     priority, traceparent, principal, attempt, target, sender, payload(, degraded)]
+
+The trailing ``degraded`` flag is only written when true, so ordinary frames stay as
+small as before and older frames decode unchanged.
 
 Decoding is split in two so a receiver can answer even a message it cannot validate:
 :func:`decode_envelope` checks the frame and header; :func:`decode_payload` turns the
@@ -74,25 +77,28 @@ def encode(env: Envelope, max_bytes: int | None = None) -> bytes:
     payload = env.payload
     if isinstance(payload, Message):
         payload = payload.model_dump(mode="python")
+    items: list[Any] = [
+        WIRE_VERSION,
+        env.kind,
+        env.id,
+        env.type,
+        env.version,
+        env.correlation_id,
+        env.causation_id,
+        env.deadline,
+        env.priority,
+        env.traceparent,
+        env.principal,
+        env.attempt,
+        env.target,
+        env.sender,
+        payload,
+    ]
+    if env.degraded:
+        items.append(True)
     try:
         frame: bytes = msgpack.packb(
-            [
-                WIRE_VERSION,
-                env.kind,
-                env.id,
-                env.type,
-                env.version,
-                env.correlation_id,
-                env.causation_id,
-                env.deadline,
-                env.priority,
-                env.traceparent,
-                env.principal,
-                env.attempt,
-                env.target,
-                env.sender,
-                payload,
-            ],
+            items,
             default=_packer_default,
             use_bin_type=True,
         )
@@ -126,14 +132,17 @@ def decode_envelope(frame: Any, max_bytes: int | None = None) -> Envelope:
         )
     except Exception as exc:  # msgpack raises many types on garbage; all mean "malformed"
         raise InvalidMessage("malformed", f"not a msgpack frame: {exc}") from None
-    if not isinstance(items, list) or len(items) != len(_FIELDS) + 1:
+    if not isinstance(items, list) or not len(_FIELDS) + 1 <= len(items) <= len(_FIELDS) + 2:
         raise InvalidMessage("malformed", "not a callboard envelope")
     if type(items[0]) is not int or items[0] != WIRE_VERSION:
         raise InvalidMessage(
             "bad_version", f"wire version {items[0]!r} is not supported (expected {WIRE_VERSION})"
         )
     try:
-        return Envelope.model_validate(dict(zip(_FIELDS, items[1:], strict=True)))
+        header = dict(zip(_FIELDS, items[1:], strict=False))
+        if len(items) > len(_FIELDS) + 1:
+            header["degraded"] = items[-1]
+        return Envelope.model_validate(header)
     except ValidationError as exc:
         raise InvalidMessage(
             "malformed", "invalid envelope header", {"errors": _jsonable_errors(exc)}

@@ -52,6 +52,8 @@ class Envelope(BaseModel):
     is the id of the message that caused this one, and a reply's ``causation_id`` is its
     request's ``id``, which is how replies are matched. ``deadline`` is absolute (epoch
     seconds) so every hop can tell how much time is left. ``priority`` 0-9, higher first.
+    ``attempt`` numbers the tries of one request (retries send a new envelope, same
+    correlation id, ``attempt`` 2, 3, ...).
     """
 
     # Strict: a header is machine-written, so "1" for an int or bytes for a str is a bug.
@@ -71,6 +73,8 @@ class Envelope(BaseModel):
     target: str | None = Field(None, max_length=128)
     sender: str | None = Field(None, max_length=128)
     payload: Any = None
+    degraded: bool = False
+    """On a reply: the answer is degraded (a fallback's, or built on one)."""
 
     def remaining(self, now: float | None = None) -> float | None:
         """Seconds left before the deadline (may be negative), or None without one."""

@@ -51,7 +51,10 @@ class Message(BaseModel):
     ``version``    the schema version (int >= 1, default 1). Older payloads are upgraded
                    with the functions marked :func:`upgrades`; newer ones are rejected
                    with ``invalid_message`` (reason ``bad_version``).
-    ``idempotent`` whether a retry may deliver it twice (used by retry policies).
+    ``idempotent`` whether a retry may deliver it twice (retry policies only ever retry
+                   idempotent messages).
+    ``reply_type`` the ``type_name`` of the reply message (used by static fallbacks that do
+                   not name one); ``None`` if unspecified.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -59,6 +62,7 @@ class Message(BaseModel):
     type_name: ClassVar[str] = "Message"
     version: ClassVar[int] = 1
     idempotent: ClassVar[bool] = False
+    reply_type: ClassVar[str | None] = None
     _upgraders: ClassVar[dict[int, Upgrader]] = {}
 
     def __init_subclass__(cls, **kwargs: Any) -> None:

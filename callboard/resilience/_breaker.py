@@ -53,11 +53,11 @@ import time
 from collections import deque
 from collections.abc import Callable
 from enum import StrEnum
-from typing import Any, ClassVar, Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from callboard.errors import CallboardError
+from callboard.errors import RemoteError
 
 __all__ = [
     "DEFAULT_FAILURE_CODES",
@@ -121,28 +121,25 @@ class BreakerConfig(BaseModel):
         return self
 
 
-class CircuitOpen(CallboardError):
-    """The circuit for ``route`` is open (or half-open with every trial slot taken).
+class CircuitOpen(RemoteError):
+    """The circuit for ``route`` is open (or half-open with every trial slot taken); code
+    ``circuit_open``. A :class:`~callboard.RemoteError`, so callers handle it by code.
 
     ``retry_at`` is the number of seconds until the next trial is allowed (``0.0`` when
     half-open: a slot may free at any moment; ``None`` when forced open: no trial is
     scheduled). ``state`` is the breaker's state when the call was refused.
     """
 
-    code: ClassVar[str] = CIRCUIT_OPEN
-
     def __init__(self, route: str, retry_at: float | None, state: BreakerState) -> None:
         self.route = route
         self.retry_at = retry_at
         self.state = state
         when = "forced open" if retry_at is None else f"next trial in {retry_at:.3f}s"
-        self.message = f"circuit for {route!r} is {state.value}; {when}"
-        self.details: dict[str, Any] = {
-            "route": route,
-            "state": state.value,
-            "retry_at": retry_at,
-        }
-        super().__init__(self.message)
+        super().__init__(
+            CIRCUIT_OPEN,
+            f"circuit for {route!r} is {state.value}; {when}",
+            {"route": route, "state": state.value, "retry_at": retry_at},
+        )
 
 
 class Permit:

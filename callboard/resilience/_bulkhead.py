@@ -22,11 +22,11 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import ClassVar, Literal
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
-from callboard.errors import CallboardError
+from callboard.errors import RemoteError
 
 __all__ = ["Admission", "Bulkhead", "BulkheadConfig", "BulkheadFull", "BulkheadSnapshot"]
 
@@ -45,22 +45,21 @@ class BulkheadConfig(BaseModel):
     queue: StrictInt = Field(default=64, ge=0)
 
 
-class BulkheadFull(CallboardError):
+class BulkheadFull(RemoteError):
     """All in-flight slots and all queue places are taken (code ``bulkhead_full``).
 
     Also raised for a request that would have to wait but whose deadline has already
     passed (it could never be admitted in time).
     """
 
-    code: ClassVar[str] = BULKHEAD_FULL
-
     def __init__(self, request_id: str, max_concurrent: int, queue: int) -> None:
         self.request_id = request_id
         self.max_concurrent = max_concurrent
         self.queue = queue
         super().__init__(
-            f"[{BULKHEAD_FULL}] request {request_id!r} rejected: "
-            f"{max_concurrent} in flight and {queue} queued"
+            BULKHEAD_FULL,
+            f"request {request_id!r} rejected: {max_concurrent} in flight and {queue} queued",
+            {"in_flight": max_concurrent, "queued": queue},
         )
 
 

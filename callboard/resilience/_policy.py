@@ -26,17 +26,25 @@ _ROUTE = re.compile(rf"^(?:(?P<caller>{_NAME})->)?(?P<target>{_NAME})$")
 class Fallback(BaseModel):
     """What a caller gets when the call fails for good (after retries, or breaker open).
 
-    ``static``: ``reply`` (the fields of the target's reply message), flagged ``degraded``;
-    ``substitute``: the same request to ``target`` (service substitution); ``last_good``:
-    the last successful reply on this route, flagged ``degraded``; ``error``: the typed
-    error itself (the default without a fallback)."""
+    ``static``: ``reply`` (the fields of the reply message), flagged ``degraded``; the
+    reply's message type is ``type`` (a registered ``type_name``) or, without it, the
+    request class's ``reply_type``. ``substitute``: the same request to ``target``
+    (service substitution), flagged ``degraded`` unless ``degraded = false``.
+    ``last_good``: the last successful reply on this route, flagged ``degraded``.
+    ``error``: the typed error itself (the same as no fallback).
+
+    ``on`` lists the error codes the fallback answers for (default: the runtime's
+    failure codes plus ``circuit_open`` and ``bulkhead_full``); business errors always
+    reach the caller unchanged."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     mode: Literal["static", "substitute", "last_good", "error"]
     reply: dict[str, Any] | None = None
+    type: str | None = Field(None, min_length=1, max_length=256)
     target: str | None = Field(None, pattern=rf"^{_NAME}$")
     degraded: bool = True
+    on: tuple[str, ...] | None = None
 
     @model_validator(mode="after")
     def _complete(self) -> Fallback:
@@ -46,6 +54,8 @@ class Fallback(BaseModel):
             raise ValueError("invalid_fallback: mode 'substitute' needs a target actor")
         if self.mode != "substitute" and self.target:
             raise ValueError("invalid_fallback: only mode 'substitute' takes a target")
+        if self.mode != "static" and (self.reply is not None or self.type is not None):
+            raise ValueError("invalid_fallback: only mode 'static' takes a reply and type")
         return self
 
 

@@ -262,6 +262,7 @@ def test_round_trip_of_minimal_envelope_uses_header_defaults() -> None:
         "kind": "tell", "id": "m1", "type": "test.codec.Small", "version": 1,
         "correlation_id": None, "causation_id": None, "deadline": None, "priority": 0,
         "traceparent": None, "principal": None, "attempt": 1, "target": None, "sender": None,
+        "degraded": False,
     }  # fmt: skip
 
 
@@ -278,9 +279,35 @@ def test_frame_layout_is_the_documented_positional_array() -> None:
     items = msgpack.unpackb(encode(env), raw=False)
     assert items[0] == WIRE_VERSION == 1
     assert dict(zip(HEADER_FIELDS, items[1:], strict=True)) == {
-        **env.model_dump(exclude={"payload"}),
+        **env.model_dump(exclude={"payload", "degraded"}),
         "payload": {"n": 3},
     }
+
+
+def test_degraded_flag_is_a_trailing_element_written_only_when_set() -> None:
+    plain = full_envelope("reply", Small(n=3))
+    assert len(msgpack.unpackb(encode(plain), raw=False)) == len(HEADER_FIELDS) + 1
+    flagged = full_envelope("reply", Small(n=3))
+    flagged.degraded = True
+    items = msgpack.unpackb(encode(flagged), raw=False)
+    assert len(items) == len(HEADER_FIELDS) + 2 and items[-1] is True
+    assert decode_envelope(encode(flagged)).degraded is True
+    assert decode_envelope(encode(plain)).degraded is False
+
+
+def test_a_frame_with_extra_trailing_elements_is_malformed() -> None:
+    items = msgpack.unpackb(encode(full_envelope("reply", Small(n=3))), raw=False)
+    frame = msgpack.packb([*items, True, "extra"], use_bin_type=True)
+    with pytest.raises(InvalidMessage) as info:
+        decode_envelope(frame)
+    assert info.value.reason == "malformed"
+
+
+def test_a_non_boolean_degraded_flag_is_malformed() -> None:
+    items = msgpack.unpackb(encode(full_envelope("reply", Small(n=3))), raw=False)
+    with pytest.raises(InvalidMessage) as info:
+        decode_envelope(msgpack.packb([*items, "yes"], use_bin_type=True))
+    assert info.value.reason == "malformed"
 
 
 def test_plain_data_payload_is_encoded_as_is() -> None:
