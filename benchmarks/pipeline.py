@@ -23,7 +23,17 @@ over ten questions of the shipped sample domain.
 ``where_time_goes``      per hop, from the decisions' ``path.timings_ms`` (medians) and from
                          the engine's ``callboard_stage_seconds`` histogram (means)
 
-Goals: p99 at most 100 ms and at least 200 requests/s (``goal_met`` per part).
+``injected_failures``    the same pipeline with the reward model's scorer failing a
+                         fraction (``--failure-rate``, default 20%) of its calls with the
+                         transient ``unavailable`` error, run twice: ``protected`` with the
+                         resilience policies below on ``rejection_sampling->reward_model``
+                         (retry, breaker, substitute fallback to a second reward model) and
+                         ``unprotected`` without policies, the baseline of what the
+                         failures cost when nothing absorbs them. Sequential and with
+                         ``--failure-threads`` clients.
+
+Goals: p99 at most 100 ms and at least 200 requests/s (``goal_met`` per part); with
+injected failures: client error rate below 0.1% and p99 under 100 ms (protected).
 """
 
 from __future__ import annotations
@@ -84,6 +94,7 @@ from callboard.pipeline.reward_model import RewardModel, checked_scores
 
 GOAL_P99_MS = 100.0
 GOAL_RPS = 200.0
+GOAL_ERROR_RATE = 0.001
 ASK_TIMEOUT = 5.0
 ENGINE = "reasoning_engine"
 HOPS = ("knowledge_base", "references", "rejection_sampling", "decision_support")
@@ -486,6 +497,164 @@ def run_concurrent(system: System, total: int, threads: int, base: int) -> Serie
     return series
 
 
+# -- injected failures -------------------------------------------------------------------------
+
+DRILL_ROUTE = "rejection_sampling->reward_model"
+DRILL_POLICIES: dict[str, Any] = {
+    DRILL_ROUTE: {
+        "timeout": 0.25,
+        "retry": {"max_attempts": 3, "backoff": "exponential_jitter", "base": 0.002,
+                  "max": 0.02, "on": ["timeout", "unavailable", "crashed", "restarting"]},
+        "breaker": {"window": "count", "size": 50, "min_calls": 20, "failure_rate": 0.6,
+                    "slow_call_s": 0.2, "slow_call_rate": 0.8, "open_s": 1.0,
+                    "open_max_s": 30.0, "half_open_calls": 1, "success_threshold": 2},
+        "fallback": {"mode": "substitute", "target": "reward_model_backup"},
+    },
+}  # fmt: skip
+
+
+def drill_children(failure_rate: float) -> list[dict[str, Any]]:
+    """The pipeline with a flaky reward model, and a healthy backup beside it."""
+    spec = pipeline_spec()
+    for child in spec["supervisor"]["children"]:
+        if child["id"] == "reward_model":
+            child["args"] = {
+                "scorer": "callboard.pipeline.plugins:FlakyScorer",
+                "scorer_options": {"fail_rate": failure_rate, "mode": "error", "seed": 11},
+            }
+    backup = {"id": "reward_model_backup", "actor": "callboard.pipeline.reward_model:RewardModel"}
+    return [backup, spec]
+
+
+class DrillSeries(Series):
+    """A :class:`Series` that also counts degraded decisions (fallback scores)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.degraded = 0
+        self.ok = 0
+
+    def call(self, fn: SolveFn, i: int) -> None:
+        def counted(msg: Solve) -> Decision:
+            decision = fn(msg)
+            with self.lock:
+                if "fallback_scores" in decision.degraded_reason:
+                    self.degraded += 1
+                else:
+                    self.ok += 1
+            return decision
+
+        super().call(counted, i)
+
+    def summary(self) -> dict[str, Any]:
+        out = super().summary()
+        errors = sum(self.errors.values())
+        requests = self.ok + self.degraded + errors
+        out["requests"] = requests
+        out["ok"] = self.ok
+        out["degraded"] = self.degraded
+        out["failed"] = errors
+        out["error_rate"] = round(errors / requests, 5) if requests else None
+        out["degraded_rate"] = round(self.degraded / requests, 5) if requests else None
+        return out
+
+
+def drill_counters(system: System) -> dict[str, float]:
+    """The route's retry, fallback and breaker counters from the system's metrics."""
+    out: dict[str, float] = {}
+    for (name, labels), value in parse_exposition(system.metrics()).items():
+        label = dict(labels)
+        if label.get("route") != DRILL_ROUTE:
+            continue
+        key = name.removeprefix("callboard_").removesuffix("_total")
+        extra = ",".join(f"{k}={v}" for k, v in sorted(label.items()) if k != "route")
+        out[f"{key}[{extra}]" if extra else key] = value
+    return dict(sorted(out.items()))
+
+
+def run_drill(args: argparse.Namespace, policies: dict[str, Any], base: int) -> dict[str, Any]:
+    """Start the flaky pipeline with ``policies``, solve sequentially then concurrently."""
+    port = free_admin_port()
+    system = System.start(
+        {
+            "system": {"admin_port": port, "log_level": "error"},
+            "supervisor": {"children": drill_children(args.failure_rate)},
+            "policies": policies,
+        }
+    )
+    pgid = system.pgid
+    out: dict[str, Any] = {}
+    try:
+        cb = system
+
+        def via_actors(msg: Solve) -> Decision:
+            reply = cb.ask(ENGINE, msg, timeout=ASK_TIMEOUT)
+            if not isinstance(reply, Decision):
+                raise TypeError(f"{ENGINE} answered {type(reply).__name__}")
+            return reply
+
+        warm = DrillSeries()
+        warm.block(via_actors, base - args.warmup, args.warmup)
+        seq = DrillSeries()
+        seq.block(via_actors, base, args.failure_n)
+        out["sequential"] = drill_goals(seq.summary())
+        conc = DrillSeries()
+        per = max(1, args.failure_n // args.failure_threads)
+        barrier = threading.Barrier(args.failure_threads + 1)
+
+        def worker(k: int) -> None:
+            barrier.wait()
+            conc.block(via_actors, base + 100_000 + k * per, per)
+
+        pool = [
+            threading.Thread(target=worker, args=(k,), daemon=True)
+            for k in range(args.failure_threads)
+        ]
+        for t in pool:
+            t.start()
+        barrier.wait()
+        t0 = time.perf_counter()
+        for t in pool:
+            t.join()
+        conc.wall = time.perf_counter() - t0
+        summary = conc.summary()
+        summary["threads"] = args.failure_threads
+        out["concurrent"] = drill_goals(summary)
+        out["route_counters"] = drill_counters(system)
+        out["breakers"] = [
+            {k: b[k] for k in ("route", "state", "opened_count", "failure_rate")}
+            for b in system.breakers()
+        ]
+    finally:
+        system.stop()
+        out["leftover_processes"] = kill_leftovers(pgid)
+    return out
+
+
+def failure_drill(args: argparse.Namespace, result: dict[str, Any]) -> None:
+    """``result["injected_failures"]``: protected and unprotected runs (see the top)."""
+    if args.failure_rate <= 0:
+        return
+    progress(f"failure drill: {args.failure_rate:.0%} of reward model calls fail, protected")
+    drill: dict[str, Any] = {"failure_rate": args.failure_rate, "requests": args.failure_n,
+                             "policies": DRILL_POLICIES}  # fmt: skip
+    result["injected_failures"] = drill
+    drill["protected"] = run_drill(args, DRILL_POLICIES, base=2_000_000)
+    progress("failure drill: unprotected (no policies)")
+    drill["unprotected"] = run_drill(args, {}, base=2_000_000)
+    protected = drill["protected"]
+    drill["goal_met"] = protected["sequential"]["goal_met"] and protected["concurrent"]["goal_met"]
+    if isinstance(result.get("goal_met"), dict):
+        result["goal_met"]["injected_failures"] = drill["goal_met"]
+
+
+def drill_goals(summary: dict[str, Any]) -> dict[str, Any]:
+    summary["goal_error_rate_met"] = (summary["error_rate"] or 0.0) < GOAL_ERROR_RATE
+    summary["goal_p99_met"] = summary["p99_ms"] <= GOAL_P99_MS
+    summary["goal_met"] = summary["goal_error_rate_met"] and summary["goal_p99_met"]
+    return summary
+
+
 # -- main -------------------------------------------------------------------------------------
 
 
@@ -502,7 +671,26 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--rounds", type=int, default=10,
         help="blocks the sequential and baseline runs alternate in (default 10)",
     )  # fmt: skip
+    p.add_argument(
+        "--failure-rate", type=float, default=0.2,
+        help="fraction of reward model calls that fail in the drill (default 0.2; 0 skips it)",
+    )  # fmt: skip
+    p.add_argument(
+        "--failure-n", type=int, default=400,
+        help="requests per part of the failure drill (default 400)",
+    )  # fmt: skip
+    p.add_argument(
+        "--failure-threads", type=int, default=4,
+        help="concurrent clients in the failure drill (default 4)",
+    )  # fmt: skip
+    p.add_argument(
+        "--only-failures", action="store_true", help="run the failure drill only",
+    )  # fmt: skip
     args = p.parse_args(argv)
+    if not 0.0 <= args.failure_rate <= 1.0:
+        p.error("--failure-rate must be within [0, 1]")
+    if min(args.failure_n, args.failure_threads) < 1:
+        p.error("--failure-n and --failure-threads must be >= 1")
     if min(args.n, args.concurrent_n, args.threads, args.rounds) < 1 or args.warmup < 0:
         p.error("--n, --concurrent-n, --threads and --rounds must be >= 1, --warmup >= 0")
     args.rounds = min(args.rounds, args.n)
@@ -538,6 +726,9 @@ def main(argv: list[str] | None = None) -> int:
     floor: InProcessPipeline | None = None
     rc = 0
     try:
+        if args.only_failures:
+            failure_drill(args, result)
+            return rc
         spec = pipeline_spec()
         floor = InProcessPipeline(spec)
         port = free_admin_port()
@@ -651,6 +842,10 @@ def main(argv: list[str] | None = None) -> int:
             "sequential": result["sequential"]["goal_met"],
             "concurrent": result["concurrent"]["goal_met"],
         }
+        system.stop()
+        result["leftover_processes"] = kill_leftovers(pgid)
+        system = None
+        failure_drill(args, result)
     except BaseException as exc:  # report, then clean up; the JSON is still printed
         result["error"] = f"{type(exc).__name__}: {exc}"
         progress(f"benchmark failed: {result['error']}")
@@ -661,7 +856,8 @@ def main(argv: list[str] | None = None) -> int:
         if system is not None:
             progress("stopping the pipeline")
             system.stop()
-        result["leftover_processes"] = kill_leftovers(pgid)
+        if system is not None or "leftover_processes" not in result:
+            result["leftover_processes"] = kill_leftovers(pgid)
         emit(result)
     return rc
 

@@ -84,7 +84,10 @@ class AskTimeout(CallboardError, TimeoutError):
 
 
 class NoSuchActor(CallboardError):
-    """No actor of that name exists in the tree (raised at once, not after a timeout)."""
+    """No actor of that name exists in the tree (raised at once, not after a timeout);
+    code ``no_such_actor``."""
+
+    code: ClassVar[str] = NO_SUCH_ACTOR
 
     def __init__(self, name: str) -> None:
         self.name = name

@@ -447,8 +447,10 @@ class System:
         the host's own resilience counters (routes ``host->...``)."""
         host = bytes(generate_latest(self._registry))
         if self.transport == "tcp":
-            return cbmetrics.collect(self.metrics_dir) + host
-        return bytes(generate_latest(cbmetrics.actor_metrics().registry)) + host
+            actors = cbmetrics.collect(self.metrics_dir)
+        else:
+            actors = bytes(generate_latest(cbmetrics.actor_metrics().registry))
+        return cbmetrics.merge_expositions(actors, host)
 
     # -- supervision tree and child administration (OTP's supervisor calls) ----------------
 

@@ -78,7 +78,7 @@ def start_system(tmp_path: Path) -> Iterator[StartSystem]:
     started: list[tuple[int, System | None]] = []
 
     def start(children: list[dict[str, Any]], supervisor: dict[str, Any] | None = None,
-              **system: Any) -> System:  # fmt: skip
+              policies: dict[str, Any] | None = None, **system: Any) -> System:  # fmt: skip
         port = system.pop("admin_port", None) or pick_port()
         config = {
             "system": {
@@ -88,6 +88,7 @@ def start_system(tmp_path: Path) -> Iterator[StartSystem]:
                 **system,
             },
             "supervisor": {**(supervisor or {}), "children": children},
+            "policies": policies or {},
         }
         started.append((port, None))
         sys_ = System.start(config)

@@ -485,6 +485,22 @@ class AdminClient:
         """SIGKILL actor ``name``'s process. Returns ``{"pid": ...}``."""
         return self._object("POST", f"/v1/actors/{_seg(name)}/kill")
 
+    def breakers(self) -> list[Any]:
+        """Every circuit breaker's snapshot (``GET /v1/breakers``'s ``breakers``)."""
+        value = self._object("GET", "/v1/breakers").get("breakers")
+        if not isinstance(value, list):
+            raise ProtocolError(f"GET /v1/breakers: expected a breakers list, got {_kind(value)}")
+        return value
+
+    def set_breaker(self, route: str, state: str) -> list[Any]:
+        """Force the breakers of ``route`` (``caller->target``, or ``target`` for every
+        caller) ``"open"`` or ``"closed"``. Returns the snapshots of those changed."""
+        value = self._object("POST", "/v1/breakers", {"route": route, "state": state})
+        changed = value.get("changed")
+        if not isinstance(changed, list):
+            raise ProtocolError(f"POST /v1/breakers: expected a changed list, got {_kind(changed)}")
+        return changed
+
     def stop(self) -> dict[str, Any]:
         """Ask the daemon to stop (it answers 202 and stops afterwards)."""
         return self._object("POST", "/v1/stop")

@@ -19,6 +19,7 @@ from callboard.errors import (
     ConfigError,
     InvalidMessage,
     NoSuchActor,
+    NoSuchBreaker,
     RemoteError,
     StartFailed,
     SupervisorError,
@@ -76,6 +77,10 @@ def from_exception(exc: BaseException) -> ApiError:
         return ApiError(400, exc.code, exc.message, exc.details)
     if isinstance(exc, NoSuchActor):
         return ApiError(404, "no_such_actor", str(exc), {"actor": exc.name})
+    if isinstance(exc, NoSuchBreaker):
+        return ApiError(
+            404, "no_such_breaker", str(exc), {"route": exc.route, "detail": exc.detail}
+        )
     if isinstance(exc, SupervisorError):
         status = _SUPERVISOR_STATUS.get(exc.reason, 409)
         return ApiError(status, exc.reason, exc.message, {"reason": exc.reason})

@@ -10,16 +10,24 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 from urllib.parse import unquote
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 import callboard
 from callboard.admin._errors import ApiError, pydantic_errors
 from callboard.config import ChildSpec
 from callboard.errors import InvalidMessage
 from callboard.messages import Message, registered_types
+from callboard.resilience import parse_route
 
 if TYPE_CHECKING:
     from callboard.system import System
@@ -162,6 +170,20 @@ class _StartChild(_Body):
                 "(a simple_one_for_one supervisor), not both"
             )
         return self
+
+
+class _SetBreaker(_Body):
+    """``POST /v1/breakers``."""
+
+    route: str = Field(min_length=1)
+    """``caller->target`` (``host->target`` for the daemon's own calls) or ``target``."""
+    state: Literal["open", "closed"]
+
+    @field_validator("route")
+    @classmethod
+    def _route(cls, v: str) -> str:
+        parse_route(v)  # ValueError("invalid_route: ...")
+        return v
 
 
 _B = TypeVar("_B", bound=_Body)
@@ -307,6 +329,24 @@ def _kill(call: Call) -> Reply:
     return Reply(200, {"pid": call.system.kill(call.params["name"])})
 
 
+def _breakers(call: Call) -> Reply:
+    return Reply(200, {"breakers": call.system.breakers()})
+
+
+def _set_breaker(call: Call) -> Reply:
+    req = _parse(_SetBreaker, call.body)
+    call.audit["target"] = req.route
+    call.audit["state"] = req.state
+    try:
+        changed = call.system.set_breaker(req.route, req.state)
+    except ValueError as exc:
+        raise ApiError(
+            400, "invalid_request", str(exc),
+            {"errors": [{"loc": [], "msg": str(exc), "type": "value_error"}]},
+        ) from None  # fmt: skip
+    return Reply(200, {"changed": changed})
+
+
 def _stop(call: Call) -> Reply:
     return Reply(202, {"stopping": True}, after=call.on_stop or call.system.stop)
 
@@ -341,6 +381,8 @@ ROUTES: tuple[Route, ...] = (
     _route("POST", "/v1/actors/{name}/ask", "ask", _ask, "{name}", has_body=True),
     _route("POST", "/v1/actors/{name}/tell", "tell", _tell, "{name}", has_body=True),
     _route("POST", "/v1/actors/{name}/kill", "kill", _kill, "{name}"),
+    _route("GET", "/v1/breakers", "breakers", _breakers),
+    _route("POST", "/v1/breakers", "set_breaker", _set_breaker, has_body=True),
     _route("POST", "/v1/stop", "stop", _stop),
     _route("GET", "/metrics", "metrics", _metrics),
 )

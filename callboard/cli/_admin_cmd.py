@@ -61,6 +61,9 @@ _ACTIONS = {
     "tell": "tell",
     "kill": "kill",
     "metrics": "metrics",
+    "breakers": "breakers",
+    "breakers --open": "set_breaker",
+    "breakers --close": "set_breaker",
     "stop": "stop",
 }
 
@@ -240,6 +243,21 @@ def register(subparsers: Subparsers) -> None:
     p.add_argument("id", metavar="ID", help="actor or supervisor name")
     sub("metrics", "the Prometheus metrics, as text", _metrics)
     sub("messages", "the message types ask and tell can send", _messages)
+    p = sub("breakers", "the circuit breakers, one row per route (or force one)", _breakers)
+    force = p.add_mutually_exclusive_group()
+    force.add_argument(
+        "--open",
+        dest="open_route",
+        metavar="ROUTE",
+        help="force open: calls on ROUTE (caller->target, or target for every caller) fail "
+        "fast with circuit_open until it is closed",
+    )
+    force.add_argument(
+        "--close",
+        dest="close_route",
+        metavar="ROUTE",
+        help="force closed: ROUTE's breaker starts a fresh window (and can trip again)",
+    )
     sub("stop", "stop the daemon", _stop)
 
 
@@ -347,6 +365,63 @@ def _messages(client: AdminClient, args: argparse.Namespace) -> Output:
     return rows, _render.messages_table(rows)
 
 
+def _breakers(client: AdminClient, args: argparse.Namespace) -> Output:
+    route, state = args.open_route, "open"
+    if route is None:
+        route, state = args.close_route, "closed"
+    if route is not None:
+        changed = [r for r in client.set_breaker(route, state) if isinstance(r, dict)]
+        text = "\n".join(f"forced {_render.fmt_value(r.get('route'))} {state}" for r in changed)
+        return changed, text or f"forced {route} {state}"
+    rows = [r for r in client.breakers() if isinstance(r, dict)]
+    if not rows:
+        return rows, "no circuit breakers (a route's breaker appears once the route is used)"
+    return rows, _breakers_table(rows)
+
+
+_BREAKERS_HEADERS = (
+    "ROUTE",
+    "STATE",
+    "FAILURE RATE",
+    "SLOW RATE",
+    "WINDOW CALLS",
+    "NEXT TRIAL",
+    "FORCED",
+)
+
+
+def _breakers_table(rows: list[dict[str, Any]]) -> str:
+    """``GET /v1/breakers`` as a table: rates in percent, the next trial in seconds (``-``
+    when closed or forced open, ``now`` when half open)."""
+    cells = [
+        [
+            _render.fmt_value(r.get("route")),
+            _render.fmt_value(r.get("state")),
+            _percent(r.get("failure_rate")),
+            _percent(r.get("slow_call_rate")),
+            _render.fmt_value(r.get("calls_in_window")),
+            _next_trial(r.get("state"), r.get("next_trial_s")),
+            _render.fmt_value(r.get("forced")),
+        ]
+        for r in rows
+    ]
+    return _render.table(_BREAKERS_HEADERS, cells, right={2, 3, 4, 5})
+
+
+def _percent(value: Any) -> str:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return _render.fmt_value(value)
+    return f"{value:.0%}"
+
+
+def _next_trial(state: Any, seconds: Any) -> str:
+    if state == "half_open":
+        return "now"
+    if state != "open" or isinstance(seconds, bool) or not isinstance(seconds, int | float):
+        return "-"
+    return f"{seconds:.1f}s" if seconds < 60 else _render.fmt_duration(seconds)
+
+
 def _stop(client: AdminClient, args: argparse.Namespace) -> Output:
     return client.stop(), "stop requested: the daemon is shutting down"
 
@@ -408,7 +483,7 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_UNREACHABLE
     except AuthError as exc:
         assert endpoint is not None
-        _fail(_auth_message(exc, endpoint, args.admin_command))
+        _fail(_auth_message(exc, endpoint, _command(args)))
         return EXIT_UNREACHABLE
     except ApiError as exc:
         _fail(f"{exc.code}: {exc.message} (HTTP {exc.status})")
@@ -423,6 +498,16 @@ def run(args: argparse.Namespace) -> int:
     else:
         print(text)
     return EXIT_OK
+
+
+def _command(args: argparse.Namespace) -> str:
+    """The subcommand as the 403 hint names it (``breakers --open``: another action)."""
+    command: str = args.admin_command
+    if command == "breakers" and args.open_route is not None:
+        return "breakers --open"
+    if command == "breakers" and args.close_route is not None:
+        return "breakers --close"
+    return command
 
 
 def _unreachable_message(reason: str, endpoint: Endpoint) -> str:

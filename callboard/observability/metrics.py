@@ -41,6 +41,7 @@ __all__ = [
     "enable_multiprocess",
     "is_multiprocess",
     "mark_process_dead",
+    "merge_expositions",
     "parse_exposition",
 ]
 
@@ -336,6 +337,27 @@ def mark_process_dead(pid: int, directory: str | os.PathLike[str]) -> None:
     """
     mark: Callable[[int, str], None] = _prom_multiprocess.mark_process_dead
     mark(pid, os.fspath(directory))
+
+
+def merge_expositions(*texts: bytes) -> bytes:
+    """One text exposition from several: families of the same name become one (their
+    samples joined), since a scraper rejects a metric family declared twice."""
+    families: dict[str, Any] = {}
+    for text in texts:
+        for family in text_string_to_metric_families(text.decode("utf-8")):
+            have = families.get(family.name)
+            if have is None:
+                families[family.name] = family
+            else:
+                have.samples.extend(family.samples)
+
+    class _Parsed:
+        def collect(self) -> Any:
+            return iter(families.values())
+
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Parsed())
+    return generate_latest(registry)
 
 
 def parse_exposition(text: str | bytes) -> dict[SampleKey, float]:

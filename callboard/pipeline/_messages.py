@@ -80,6 +80,7 @@ class Put(Message):
     """Insert or replace items (by id). -> :class:`PutResult`."""
 
     type_name: ClassVar[str] = _P + "Put"
+    reply_type: ClassVar[str | None] = _P + "PutResult"
     items: list[KnowledgeItem]
 
 
@@ -93,6 +94,7 @@ class Delete(Message):
     """-> :class:`Deleted` (how many existed)."""
 
     type_name: ClassVar[str] = _P + "Delete"
+    reply_type: ClassVar[str | None] = _P + "Deleted"
     ids: list[str]
 
 
@@ -105,6 +107,7 @@ class GetItems(Message):
     """-> :class:`Items` (those found, in the order asked)."""
 
     type_name: ClassVar[str] = _P + "GetItems"
+    reply_type: ClassVar[str | None] = _P + "Items"
     ids: list[str]
 
 
@@ -118,6 +121,7 @@ class Query(Message):
     ``tags`` (items having any of them), ``source``. -> :class:`QueryResult`."""
 
     type_name: ClassVar[str] = _P + "Query"
+    reply_type: ClassVar[str | None] = _P + "QueryResult"
     idempotent: ClassVar[bool] = True
     text: str
     k: int = Field(5, ge=1, le=100)
@@ -171,6 +175,7 @@ class Sample(Message):
     or the business error ``no_acceptable_solution``."""
 
     type_name: ClassVar[str] = _P + "Sample"
+    reply_type: ClassVar[str | None] = _P + "Selected"
     context: SolutionContext
     seed: int | None = None
 
@@ -182,13 +187,17 @@ class Selected(Message):
     records: list[CandidateRecord]
     stats: SamplingStats
     degraded: bool = False
-    """True when nothing met the threshold and the best one was returned anyway."""
+    """True when the answer is second best: see ``degraded_reason``."""
+    degraded_reason: str = ""
+    """``below_threshold`` (nothing met the threshold; the best one was returned anyway)
+    and/or ``fallback_scores`` (some scores came from the reward model's fallback)."""
 
 
 class Score(Message):
     """RejectionSampling -> RewardModel. -> :class:`Scores` (one per candidate, 0..1)."""
 
     type_name: ClassVar[str] = _P + "Score"
+    reply_type: ClassVar[str | None] = _P + "Scores"
     idempotent: ClassVar[bool] = True
     context: SolutionContext
     candidates: list[Candidate]
@@ -220,6 +229,7 @@ class Decision(Message):
     recommendation: str
     confidence: float
     degraded: bool = False
+    degraded_reason: str = ""
     path: DecisionPath = Field(default_factory=DecisionPath)
     created_at: dt.datetime | None = None
 
@@ -229,6 +239,7 @@ class Solve(Message):
     ``no_acceptable_solution``, ``no_knowledge`` (nothing relevant found)."""
 
     type_name: ClassVar[str] = _P + "Solve"
+    reply_type: ClassVar[str | None] = _P + "Decision"
     problem: str = Field(min_length=1, max_length=10_000)
     constraints: dict[str, Any] = Field(default_factory=dict)
     k: int = Field(5, ge=1, le=50)
@@ -239,6 +250,7 @@ class Record(Message):
     """Engine -> DecisionSupport: build and persist the decision. -> :class:`Decision`."""
 
     type_name: ClassVar[str] = _P + "Record"
+    reply_type: ClassVar[str | None] = _P + "Decision"
     problem: str
     selected: Selected
     context: SolutionContext
@@ -250,6 +262,7 @@ class GetDecision(Message):
     """-> :class:`Decision`; business error ``decision_not_found``."""
 
     type_name: ClassVar[str] = _P + "GetDecision"
+    reply_type: ClassVar[str | None] = _P + "Decision"
     idempotent: ClassVar[bool] = True
     id: str
 

@@ -220,6 +220,7 @@ class RejectionSampler:
                 records=list(records),
                 stats=stats,
                 degraded=True,
+                degraded_reason="below_threshold",
             )
         else:
             outcome = self._no_acceptable(stats, records)

@@ -41,7 +41,8 @@ def build_decision(record: Record, decision_id: str, now: dt.datetime) -> Decisi
     )
     return Decision(
         id=decision_id, problem=record.problem, recommendation=selected.best.text,
-        confidence=confidence, degraded=selected.degraded, path=path, created_at=now,
+        confidence=confidence, degraded=selected.degraded,
+        degraded_reason=selected.degraded_reason, path=path, created_at=now,
     )  # fmt: skip
 
 

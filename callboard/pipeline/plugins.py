@@ -13,7 +13,9 @@ and are plain classes: unit-test them without any actor.
 
 from __future__ import annotations
 
+import json
 import math
+import os
 import random
 import re
 import time
@@ -21,6 +23,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from callboard.errors import Unavailable
+from callboard.observability.logging import get_logger
 from callboard.pipeline._messages import Candidate, KnowledgeItem, SolutionContext
 from callboard.pipeline._plugins import Scorer, load_plugin
 
@@ -368,15 +372,22 @@ def _conflicting(items: Sequence[KnowledgeItem]) -> bool:
 
 class FlakyScorer:
     """A scorer that fails and/or stalls on purpose. **For tests and resilience drills
-    only**: it makes the reward model crash or time out so that supervision, timeouts and
-    degraded answers can be exercised.
+    only**: it makes the reward model fail or time out so that supervision, retries,
+    breakers, timeouts and degraded answers can be exercised.
 
     Each :meth:`score` call first sleeps ``delay_s`` seconds (blocking: the reward model's
-    handler is synchronous, so the actor is busy meanwhile), then raises ``RuntimeError``
-    with probability ``fail_rate`` (drawn from ``random.Random(seed)``, so the sequence of
-    failures is reproducible), else delegates to ``inner`` (an import path, built with
-    ``inner_options``). The sequence starts again whenever the scorer is re-created, e.g.
-    when the reward model restarts after one of these failures.
+    handler is synchronous, so the actor is busy meanwhile), then fails with probability
+    ``fail_rate`` (drawn from ``random.Random(seed)``, so the sequence of failures is
+    reproducible), else delegates to ``inner`` (an import path, built with
+    ``inner_options``). ``mode`` says how it fails: ``"crash"`` raises ``RuntimeError``
+    (the reward model crashes and is restarted; the sequence then starts again) and
+    ``"error"`` raises :class:`~callboard.Unavailable` (code ``unavailable``: a transient
+    error reply, the actor stays up).
+
+    ``control``: path of a JSON file ``{"fail_rate": ..., "delay_s": ...}`` (either key
+    optional) that overrides the two at run time, re-read whenever its modification time
+    changes, so a drill can make the plug-in fail, slow down and recover while the system
+    runs. A missing or invalid file leaves the values as they were (and is logged once).
     """
 
     def __init__(
@@ -386,16 +397,21 @@ class FlakyScorer:
         seed: int = 0,
         inner: str = "callboard.pipeline.plugins:CoverageScorer",
         inner_options: dict[str, Any] | None = None,
+        mode: str = "crash",
+        control: str = "",
     ) -> None:
-        if not (math.isfinite(fail_rate) and 0.0 <= fail_rate <= 1.0):
-            raise ValueError("fail_rate must be within [0, 1]")
-        if not (math.isfinite(delay_s) and delay_s >= 0.0):
-            raise ValueError("delay_s must be >= 0")
+        _check_faults(fail_rate, delay_s)
+        if mode not in ("crash", "error"):
+            raise ValueError("mode must be 'crash' or 'error'")
         self.fail_rate = fail_rate
         self.delay_s = delay_s
+        self.mode = mode
+        self.control = control
         self.calls = 0
         self.failures = 0
         self._rng = random.Random(seed)
+        self._control_mtime: int | None = None
+        self._control_error = ""
         scorer = load_plugin(inner, inner_options)
         if not isinstance(scorer, Scorer):
             raise TypeError(f"{inner} is not a Scorer (no score(context, candidates) method)")
@@ -403,9 +419,41 @@ class FlakyScorer:
 
     def score(self, context: SolutionContext, candidates: list[Candidate]) -> list[float]:
         self.calls += 1
+        if self.control:
+            self._reload()
         if self.delay_s > 0:
             time.sleep(self.delay_s)
         if self._rng.random() < self.fail_rate:
             self.failures += 1
-            raise RuntimeError(f"FlakyScorer: injected failure (call {self.calls})")
+            text = f"FlakyScorer: injected failure (call {self.calls})"
+            if self.mode == "error":
+                raise Unavailable(text, {"call": self.calls})
+            raise RuntimeError(text)
         return self.inner.score(context, candidates)
+
+    def _reload(self) -> None:
+        try:
+            mtime = os.stat(self.control).st_mtime_ns
+            if mtime == self._control_mtime:
+                return
+            with open(self.control, encoding="utf-8") as fh:
+                data = json.load(fh)
+            fail_rate = float(data.get("fail_rate", self.fail_rate))
+            delay_s = float(data.get("delay_s", self.delay_s))
+            _check_faults(fail_rate, delay_s)
+        except (OSError, ValueError, TypeError, AttributeError) as exc:
+            error = f"{type(exc).__name__}: {exc}"
+            if error != self._control_error:
+                self._control_error = error
+                get_logger().warning("flaky_control_unreadable", path=self.control, error=error)
+            return
+        self._control_mtime = mtime
+        self._control_error = ""
+        self.fail_rate, self.delay_s = fail_rate, delay_s
+
+
+def _check_faults(fail_rate: float, delay_s: float) -> None:
+    if not (math.isfinite(fail_rate) and 0.0 <= fail_rate <= 1.0):
+        raise ValueError("fail_rate must be within [0, 1]")
+    if not (math.isfinite(delay_s) and delay_s >= 0.0):
+        raise ValueError("delay_s must be >= 0")

@@ -33,6 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from callboard.actors import Actor, handler
 from callboard.errors import AskTimeout, BusinessError, NoSuchActor, RemoteError
+from callboard.messages import is_degraded
 from callboard.pipeline._messages import Candidate, Sample, Score, Scores, Selected
 from callboard.pipeline._metrics import pipeline_metrics
 from callboard.pipeline._plugins import Generator, load_plugin
@@ -91,6 +92,7 @@ class RejectionSampling(Actor):
             return self.generator.generate(context, k, rng)
 
         step = sampler.start(generate)
+        fallback_rounds = 0  # rounds scored by the reward model's fallback (degraded)
         while not isinstance(step, Done):
             rnd = sampler.round
             self.log.info(
@@ -111,6 +113,8 @@ class RejectionSampling(Actor):
                 break
             if not isinstance(reply, Scores):
                 raise TypeError(f"{args.reward_model} answered {type(reply).__name__}, not Scores")
+            if is_degraded(reply):
+                fallback_rounds += 1
             step = sampler.add_scores(reply.scores)
             this_round = [r for r in sampler.records if r.round == rnd]
             accepted = sum(r.accepted for r in this_round)
@@ -124,12 +128,18 @@ class RejectionSampling(Actor):
                 best_score=max((r.score for r in this_round), default=None),
                 threshold=args.threshold,
             )
+        if fallback_rounds and step.selected is not None:
+            selected = step.selected
+            selected.degraded = True
+            reasons = [r for r in (selected.degraded_reason, "fallback_scores") if r]
+            selected.degraded_reason = ",".join(reasons)
         self.log.info(
             "sampling_finished",
             seed=seed,
             selected=step.selected is not None,
             degraded=step.selected.degraded if step.selected is not None else False,
             score=step.selected.score if step.selected is not None else None,
+            fallback_rounds=fallback_rounds,
             **step.stats.model_dump(),
         )
         return step.result()

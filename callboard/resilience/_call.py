@@ -87,7 +87,8 @@ Source = Literal["primary", "substitute", "static", "last_good", "none"]
 class CallResult:
     """The caller's answer: ``value``, or ``error`` to raise. ``degraded`` marks a
     fallback's answer; ``source`` says where the answer came from; ``attempts`` counts
-    the attempts made on the primary target."""
+    the tries on the primary target, including tries the breaker refused (so the
+    ``attempt`` numbers in envelopes may skip one that was refused)."""
 
     value: Any
     error: BaseException | None
@@ -125,7 +126,11 @@ def guarded_call(
             route.event("bulkhead_rejected", in_flight=snap.in_flight, queued=snap.queued)
             return (yield from _fallback(route, Outcome(error=exc), deadline, 0, reply_type))
         if admission == "queued":
-            admitted = yield Queue(request_id, deadline)
+            try:
+                admitted = yield Queue(request_id, deadline)
+            except BaseException:  # abandoned while waiting: free the place (or the slot)
+                route.give_up_waiting(request_id)
+                raise
             if not admitted:
                 route.count("failed")
                 route.event("bulkhead_timeout")
@@ -179,6 +184,9 @@ def _attempts(
 def _one_attempt(
     route: Route, number: int, deadline: float | None
 ) -> Generator[Effect, Any, Outcome]:
+    if deadline is not None and route.clock() >= deadline:
+        # Nothing may start at or after the deadline (and it is no fault of the target).
+        return Outcome(error=AskTimeout(f"the deadline passed before {route.name} was called"))
     permit: Permit | None = None
     if route.breaker is not None:
         try:
@@ -215,7 +223,7 @@ def _fallback(
         if route.last_good is None:
             route.event("fallback", mode=fb.mode, code=code, ok=False, why="no good reply yet")
             return _failed(route, failed.error, attempts, code)
-        return _degraded(route, route.last_good, fb.degraded, "last_good", attempts, code)
+        return _degraded(route, route.last_good_reply(), fb.degraded, "last_good", attempts, code)
     if fb.mode == "static":
         try:
             value = route.static_reply(reply_type)

@@ -179,8 +179,14 @@ class Route:
         return cached[1].model_copy(deep=True)
 
     def remember(self, value: Any) -> None:
+        """Keep a copy of a good reply, if the fallback answers with the last good one."""
         if self.fallback is not None and self.fallback.mode == "last_good":
-            self.last_good = value
+            self.last_good = _copy(value)
+
+    def last_good_reply(self) -> Any:
+        """A fresh copy of the last good reply (``None`` if there was none): callers may
+        mark or change what they get without touching the original or later answers."""
+        return _copy(self.last_good)
 
     # -- views ----------------------------------------------------------------------------
 
@@ -198,6 +204,11 @@ class Route:
                 out["bulkhead"] = {"in_flight": snap.in_flight, "queued": snap.queued,
                                    "rejected_total": snap.rejected_total}  # fmt: skip
         return out
+
+
+def _copy(value: Any) -> Any:
+    copy = getattr(value, "model_copy", None)
+    return copy(deep=True) if callable(copy) else value
 
 
 class RouteTable:

@@ -19,6 +19,7 @@ ACTIONS: dict[str, Role] = {
     "count_children": "viewer",
     "get_childspec": "viewer",
     "metrics": "viewer",
+    "breakers": "viewer",
     # operate
     "ask": "operator",
     "tell": "operator",
@@ -26,6 +27,7 @@ ACTIONS: dict[str, Role] = {
     "terminate_child": "operator",
     "restart_child": "operator",
     "delete_child": "operator",
+    "set_breaker": "operator",
     # destructive
     "kill": "admin",
     "stop": "admin",

@@ -28,6 +28,7 @@ from callboard import (
     ConfigError,
     InvalidMessage,
     NoSuchActor,
+    NoSuchBreaker,
     RemoteError,
     StartFailed,
     SupervisorError,
@@ -462,6 +463,7 @@ def test_roles(api: Api) -> None:
         ("viewer", "POST", "/v1/actors/echo/tell", "tell"),
         ("operator", "POST", "/v1/actors/echo/kill", "kill"),
         ("operator", "POST", "/v1/stop", "stop"),
+        ("viewer", "POST", "/v1/breakers", "set_breaker"),
     ]
     for role, method, path, action in cases:
         answer = api(method, path, {"type": PING, "payload": {"n": 1}}, role=role)
@@ -587,6 +589,121 @@ def test_malformed_requests_get_the_json_error_shape(api: Api) -> None:
         b"Authorization: Bearer " + SECRETS["admin"].encode() + b"\r\n\r\n0\r\n\r\n"
     )
     assert status == 411 and body["error"]["code"] == "length_required"
+
+
+# -- circuit breakers -------------------------------------------------------------------------
+
+BREAKER_CONFIG: dict[str, Any] = {
+    "system": {"transport": "local", "log_level": "error"},
+    "supervisor": {
+        "children": [
+            {"id": "echo", "actor": "callboard.actors.examples:Echo"},
+            {"id": "echo2", "actor": "callboard.actors.examples:Echo"},
+        ]
+    },
+    "policies": {"echo": {"breaker": {"min_calls": 2, "size": 4}}},
+}
+
+
+@pytest.fixture(scope="module")
+def breaker_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
+    audit_path = tmp_path_factory.mktemp("breaker-audit") / "audit.log"
+    with System.start(BREAKER_CONFIG) as own:
+        audit = AuditLog(audit_path)
+        server = AdminServer(own, token_store(), audit, "127.0.0.1", 0)
+        server.start()
+        try:
+            yield Api(own, server, audit_path)
+        finally:
+            server.close()
+            audit.close()
+
+
+def test_breakers_are_listed_and_forced_open_and_closed(breaker_api: Api) -> None:
+    api = breaker_api
+    ping = {"type": PING, "payload": {"n": 1}}
+    assert api("POST", "/v1/actors/echo/ask", ping).status == 200  # the route is used
+    listed = api("GET", "/v1/breakers", role="viewer")
+    assert listed.status == 200
+    [host] = listed.json["breakers"]
+    assert (host["route"], host["state"], host["forced"]) == ("host->echo", "closed", False)
+    assert host["counts"]["calls"] == 1 and host["calls_in_window"] == 1
+
+    opened = api("POST", "/v1/breakers", {"route": "host->echo", "state": "open"}, role="operator")
+    assert opened.status == 200
+    [snap] = opened.json["changed"]
+    assert (snap["route"], snap["state"], snap["forced"]) == ("host->echo", "open", True)
+    assert snap["next_trial_s"] is None
+    line = api.last_audit("/v1/breakers")
+    assert (line["action"], line["target"], line["state"]) == ("set_breaker", "host->echo", "open")
+    assert line["outcome"] == "ok" and line["token_id"] == "ci-operator"
+    failed = api("POST", "/v1/actors/echo/ask", ping)
+    assert failed.status == 502 and failed.error["code"] == "circuit_open"
+
+    # A bare target: every caller's breaker for it (the host's and echo2's).
+    closed = api("POST", "/v1/breakers", {"route": "echo", "state": "closed"})
+    assert closed.status == 200
+    assert {(b["route"], b["state"]) for b in closed.json["changed"]} == {
+        ("host->echo", "closed"),
+        ("echo2->echo", "closed"),
+    }
+    assert api("POST", "/v1/actors/echo/ask", ping).status == 200
+    routes = [b["route"] for b in api("GET", "/v1/breakers").json["breakers"]]
+    assert routes == ["echo2->echo", "host->echo"]
+
+
+def test_set_breaker_errors(breaker_api: Api) -> None:
+    api = breaker_api
+    bad_state = api("POST", "/v1/breakers", {"route": "echo", "state": "half_open"})
+    assert bad_state.status == 400 and bad_state.error["code"] == "invalid_request"
+    assert [e["loc"] for e in bad_state.error["details"]["errors"]] == [["state"]]
+    bad_route = api("POST", "/v1/breakers", {"route": "a->b->c", "state": "open"})
+    assert bad_route.status == 400 and bad_route.error["code"] == "invalid_request"
+    [err] = bad_route.error["details"]["errors"]
+    assert err["loc"] == ["route"] and "invalid_route" in err["msg"]
+    incomplete = api("POST", "/v1/breakers", {"route": "echo", "force": True})
+    assert incomplete.status == 400
+    assert {e["type"] for e in incomplete.error["details"]["errors"]} == {
+        "missing",
+        "extra_forbidden",
+    }
+    assert api("POST", "/v1/breakers").status == 400  # no body at all
+
+    none = api("POST", "/v1/breakers", {"route": "host->echo2", "state": "open"})
+    assert none.status == 404 and none.error["code"] == "no_such_breaker"
+    assert none.error["details"]["route"] == "host->echo2"
+    assert "host->echo2" in none.error["details"]["detail"]
+    line = api.last_audit("/v1/breakers")
+    assert line["outcome"] == "error:no_such_breaker" and line["target"] == "host->echo2"
+    nobody = api("POST", "/v1/breakers", {"route": "nobody->echo", "state": "open"})
+    assert nobody.status == 404 and nobody.error["code"] == "no_such_actor"
+    # Nothing was left forced by the refusals.
+    assert not [b for b in api("GET", "/v1/breakers").json["breakers"] if b["forced"]]
+
+
+def test_set_breaker_value_error_is_400(breaker_api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(route: str, state: str, timeout: float = 5.0) -> list[dict[str, Any]]:
+        raise ValueError("invalid_route: refused")
+
+    monkeypatch.setattr(breaker_api.system, "set_breaker", refuse)
+    answer = breaker_api("POST", "/v1/breakers", {"route": "echo", "state": "open"})
+    assert answer.status == 400 and answer.error["code"] == "invalid_request"
+    assert answer.error["message"] == "invalid_route: refused"
+
+
+def test_breakers_roles(breaker_api: Api) -> None:
+    api = breaker_api
+    assert api("GET", "/v1/breakers", role="viewer").status == 200
+    denied = api("POST", "/v1/breakers", {"route": "echo", "state": "open"}, role="viewer")
+    assert denied.status == 403 and denied.error["details"] == {
+        "action": "set_breaker",
+        "role": "viewer",
+        "required": "operator",
+    }
+    assert not [b for b in api("GET", "/v1/breakers").json["breakers"] if b["forced"]]
+    assert api("GET", "/v1/breakers", role=None).status == 401
+    wrong = api("DELETE", "/v1/breakers")
+    assert wrong.status == 405 and wrong.headers["Allow"] == "GET, POST"
 
 
 # -- stop -------------------------------------------------------------------------------------
@@ -803,6 +920,7 @@ def test_load_tokens_refuses_missing_files_and_shared_secrets(tmp_path: Path) ->
     [
         (InvalidMessage("oversized", "too big"), 400, "invalid_message"),
         (NoSuchActor("x"), 404, "no_such_actor"),
+        (NoSuchBreaker("a->b", "a did not answer"), 404, "no_such_breaker"),
         (SupervisorError("not_found"), 404, "not_found"),
         (SupervisorError("invalid_child_spec", "bad"), 400, "invalid_child_spec"),
         (SupervisorError("running"), 409, "running"),
@@ -830,3 +948,5 @@ def test_error_mapping(exc: Exception, status: int, code: str) -> None:
         assert err.details == {"sku": 1}
     if isinstance(exc, StartFailed):
         assert err.details == {"child": "w", "reason": "boom"}
+    if isinstance(exc, NoSuchBreaker):
+        assert err.details == {"route": "a->b", "detail": "a did not answer"}

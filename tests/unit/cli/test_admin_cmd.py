@@ -25,7 +25,7 @@ import platformdirs
 import pytest
 
 import callboard.config
-from callboard.admin._client import AdminClient, find_parent
+from callboard.admin._client import AdminClient, ProtocolError, find_parent
 from callboard.cli import _render, main
 from callboard.config import DaemonSettings
 
@@ -117,6 +117,48 @@ MESSAGES = [
     {"name": "bank.Deposit", "version": 2, "schema": {"properties": {"account": {}, "amount": {}}}},
     {"name": "callboard.Nothing", "version": 1, "schema": None},
 ]
+
+
+def _breaker(route: str, state: str, forced: bool = False, **kw: Any) -> dict[str, Any]:
+    caller, _, target = route.rpartition("->")
+    snap: dict[str, Any] = {
+        "route": route,
+        "state": state,
+        "forced": forced,
+        "failure_rate": 0.0,
+        "slow_call_rate": 0.0,
+        "calls_in_window": 0,
+        "failures_in_window": 0,
+        "slow_calls_in_window": 0,
+        "next_trial_s": 0.0,
+        "open_wait_s": 1.0,
+        "opened_count": 0,
+        "trials_in_flight": 0,
+        "trial_successes": 0,
+        "caller": caller,
+        "target": target,
+        "counts": {"calls": 0, "ok": 0, "failed": 0, "business_errors": 0, "retries": 0,
+                   "degraded": 0, "bulkhead_rejected": 0},
+    }  # fmt: skip
+    snap.update(kw)
+    return snap
+
+
+BREAKERS = [
+    _breaker("echo2->reward_model", "open", failure_rate=0.75, calls_in_window=12,
+             next_trial_s=2.46, opened_count=1),
+    _breaker("host->echo", "closed", slow_call_rate=0.05, calls_in_window=20),
+    _breaker("host->reward_model", "open", True, next_trial_s=None, opened_count=1),
+    _breaker("w1->reward_model", "half_open", failure_rate=0.5, calls_in_window=4),
+]  # fmt: skip
+
+BREAKERS_TEXT = """\
+ROUTE                STATE      FAILURE RATE  SLOW RATE  WINDOW CALLS  NEXT TRIAL  FORCED
+echo2->reward_model  open                75%         0%            12        2.5s  no
+host->echo           closed               0%         5%            20           -  no
+host->reward_model   open                 0%         0%             0           -  yes
+w1->reward_model     half_open           50%         0%             4         now  no
+"""
 
 
 @dataclass
@@ -220,6 +262,21 @@ class FakeDaemon:
                 return 200, METRICS
             case ("GET", ["v1", "messages"]):
                 return 200, MESSAGES
+            case ("GET", ["v1", "breakers"]):
+                return 200, {"breakers": BREAKERS}
+            case ("POST", ["v1", "breakers"]):
+                route, state = body["route"], body["state"]
+                changed = [
+                    {**b, "state": state, "forced": state == "open"}
+                    for b in BREAKERS
+                    if b["route"] == route or b["target"] == route
+                ]
+                if not changed:
+                    return _error(
+                        404, "no_such_breaker", f"no circuit breaker for {route!r}",
+                        route=route, detail="",
+                    )  # fmt: skip
+                return 200, {"changed": changed}
         return _error(404, "not_found", f"no route {method} {path}")
 
 
@@ -438,6 +495,29 @@ def test_messages_also_accepts_a_wrapped_list(
     assert json.loads(capsys.readouterr().out) == MESSAGES
 
 
+def test_breakers_table(
+    fake: FakeDaemon, token_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert admin(fake, token_file, "breakers") == 0
+    out, err = capsys.readouterr()
+    assert (out, err) == (BREAKERS_TEXT, "")
+    assert only_request(fake) == Recorded("GET", "/v1/breakers", f"Bearer {TOKEN}", None)
+    assert admin(fake, token_file, "breakers", "--json") == 0
+    assert json.loads(capsys.readouterr().out) == BREAKERS
+
+
+def test_breakers_none_yet(
+    fake: FakeDaemon, token_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fake.fail[("GET", "/v1/breakers")] = (200, {"breakers": []})
+    assert admin(fake, token_file, "breakers") == 0
+    assert capsys.readouterr().out == (
+        "no circuit breakers (a route's breaker appears once the route is used)\n"
+    )
+    assert admin(fake, token_file, "--json", "breakers") == 0
+    assert json.loads(capsys.readouterr().out) == []
+
+
 def test_metrics_prints_the_raw_text_even_with_json(
     fake: FakeDaemon, token_file: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -486,6 +566,8 @@ def test_start_child_with_args_and_id(
         ["ask", "echo", "Ping", '{"n": 1}', "--timeout", "0"],
         ["tell", "echo", "Ping"],
         ["tell", "echo", "Ping", "3"],
+        ["breakers", "--open", "echo", "--close", "echo"],
+        ["breakers", "--open"],
         ["terminate"],
         ["frobnicate"],
         ["--timeout", "soon", "status"],
@@ -622,6 +704,38 @@ def test_kill(fake: FakeDaemon, token_file: Path, capsys: pytest.CaptureFixture[
     assert only_request(fake) == Recorded("POST", "/v1/actors/echo/kill", f"Bearer {TOKEN}", None)
 
 
+def test_breakers_open_and_close(
+    fake: FakeDaemon, token_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert admin(fake, token_file, "breakers", "--open", "host->echo") == 0
+    assert capsys.readouterr().out == "forced host->echo open\n"
+    assert only_request(fake) == Recorded(
+        "POST", "/v1/breakers", f"Bearer {TOKEN}", {"route": "host->echo", "state": "open"}
+    )
+    assert admin(fake, token_file, "breakers", "--close", "reward_model") == 0
+    assert capsys.readouterr().out == (
+        "forced echo2->reward_model closed\n"
+        "forced host->reward_model closed\n"
+        "forced w1->reward_model closed\n"
+    )
+    assert fake.requests[-1].body == {"route": "reward_model", "state": "closed"}
+    assert admin(fake, token_file, "--json", "breakers", "--open", "host->echo") == 0
+    [changed] = json.loads(capsys.readouterr().out)
+    assert (changed["route"], changed["state"], changed["forced"]) == ("host->echo", "open", True)
+
+
+def test_breakers_unknown_route_exit_1(
+    fake: FakeDaemon, token_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert admin(fake, token_file, "breakers", "--open", "host->ghost") == 1
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err == (
+        "callboard admin: no_such_breaker: no circuit breaker for 'host->ghost' (HTTP 404)\n"
+        '  details: {"detail": "", "route": "host->ghost"}\n'
+    )
+
+
 def test_stop(fake: FakeDaemon, token_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert admin(fake, token_file, "stop") == 0
     assert capsys.readouterr().out == "stop requested: the daemon is shutting down\n"
@@ -723,6 +837,17 @@ def test_forbidden_is_403_exit_3_naming_the_role(
     )
     assert "'stop' needs the admin role or higher" in err
     assert "pass --token-file" in err
+
+
+def test_forbidden_breakers_open_names_its_own_role(
+    fake: FakeDaemon, token_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fake.forbidden.add("/v1/breakers")
+    assert admin(fake, token_file, "breakers", "--close", "echo") == 3
+    err = capsys.readouterr().err
+    assert "may not run 'breakers --close'; 'breakers --close' needs the operator role" in err
+    assert admin(fake, token_file, "breakers") == 3
+    assert "'breakers' needs the viewer role or higher" in capsys.readouterr().err
 
 
 def _closed_port() -> int:
@@ -962,6 +1087,11 @@ def test_client_library(fake: FakeDaemon) -> None:
     assert client.find_supervisor("ghost") is None
     with pytest.raises(ValueError, match="either spec or args"):
         client.start_child("root")
+    assert client.breakers() == BREAKERS
+    assert [b["route"] for b in client.set_breaker("host->echo", "open")] == ["host->echo"]
+    fake.fail[("GET", "/v1/breakers")] = (200, {"items": BREAKERS})  # breaks the contract
+    with pytest.raises(ProtocolError, match="expected a breakers list"):
+        client.breakers()
 
 
 def test_find_parent() -> None:
