@@ -395,9 +395,9 @@ class ActorRuntime:
                 self._send_error(env, sender, errors.STOPPING, f"{self.id} is stopping")
             task.cancel(_Aborted())
         self._tasks.clear()
-        for fut, _, _ in self._pending.values():
-            fut.set_exception(_Aborted())
-        self._pending.clear()
+        pending, self._pending = list(self._pending.values()), {}
+        for fut, _, _ in pending:
+            fut.set_exception(_Aborted())  # guarded calls abandon here; none starts anew
         self._timers.clear()
         self._tainted.clear()
 
@@ -483,9 +483,13 @@ class ActorRuntime:
         return fut
 
     def taint(self, request: Envelope | None) -> None:
-        """The handler of ``request`` used a degraded answer: flag its reply degraded."""
-        if request is not None and request.kind == "ask":
+        """The handler of ``request`` used a degraded answer: flag its reply degraded
+        (if it is still running: an answer nobody awaited leaves no mark)."""
+        if request is not None and request.kind == "ask" and self._running(request.id):
             self._tainted.add(request.id)
+
+    def _running(self, request_id: str) -> bool:
+        return any(env.id == request_id for _, env, _ in self._tasks.values())
 
     def _expire(self, request_id: str, target: str) -> None:
         entry = self._pending.pop(request_id, None)
@@ -523,7 +527,7 @@ class ActorRuntime:
             return
         self._timers.pop("ask:" + (env.causation_id or ""), None)
         fut, _, asked_for = entry
-        if env.degraded and asked_for is not None:
+        if env.degraded and asked_for is not None and self._running(asked_for):
             self._tainted.add(asked_for)
         try:
             fut.set_result(reply_value(env))
@@ -620,6 +624,10 @@ class _GuardedAsk:
 
     def step(self, value: Any) -> None:
         rt = self._rt
+        if rt.state == "exiting":  # e.g. woken from a bulkhead queue during the exit
+            self._call.close()
+            self._fut.set_exception(_Aborted())
+            return
         while True:
             try:
                 effect = self._call.send(value)

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import os
 import random
 import time
+from pathlib import Path
 from typing import Any, Literal
 
 import pytest
 
+from callboard.errors import Unavailable
 from callboard.pipeline import (
     Candidate,
     Generator,
@@ -332,6 +335,120 @@ def test_flaky_scorer_delays_and_wraps_any_scorer() -> None:
         FlakyScorer(fail_rate=2)
     with pytest.raises(TypeError):
         FlakyScorer(inner="callboard.pipeline.plugins:EvidenceGenerator")
+
+
+def test_flaky_scorer_error_mode_raises_unavailable() -> None:
+    ctx = context(knowledge())
+    cands = [Candidate(text="x", evidence=["rot"])]
+    flaky = FlakyScorer(fail_rate=1.0, mode="error")
+    with pytest.raises(Unavailable) as info:
+        flaky.score(ctx, cands)
+    assert info.value.code == "unavailable"
+    assert not isinstance(info.value, RuntimeError)  # an error reply, not a crash
+    assert "injected failure" in str(info.value)
+    assert (flaky.calls, flaky.failures) == (1, 1)
+    assert FlakyScorer(fail_rate=0.0, mode="error").score(ctx, cands) == CoverageScorer().score(
+        ctx, cands
+    )
+    with pytest.raises(RuntimeError, match="injected failure"):
+        FlakyScorer(fail_rate=1.0).score(ctx, cands)  # the default mode still crashes
+    for bad in ("explode", "", "ERROR"):
+        with pytest.raises(ValueError, match="mode"):
+            FlakyScorer(mode=bad)
+
+
+def _control(path: Path, text: str, ns: int) -> None:
+    """Replace the control file atomically and give it a distinct modification time."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+    os.utime(path, ns=(ns, ns))
+
+
+def test_flaky_scorer_control_file_changes_faults_at_run_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ctx = context(knowledge())
+    cands = [Candidate(text="x", evidence=["rot"])]
+    expected = CoverageScorer().score(ctx, cands)
+    slept: list[float] = []
+    monkeypatch.setattr(time, "sleep", slept.append)  # plugins calls time.sleep
+    path = tmp_path / "flaky.json"
+    flaky = FlakyScorer(fail_rate=0.0, mode="error", control=str(path))
+
+    def fails() -> bool:
+        try:
+            assert flaky.score(ctx, cands) == expected
+        except Unavailable:
+            return True
+        return False
+
+    assert not fails()  # no file yet: the constructor's values hold
+    _control(path, '{"fail_rate": 1.0}', 1_000_000_000)
+    assert fails()
+    assert (flaky.fail_rate, flaky.delay_s) == (1.0, 0.0)
+
+    _control(path, '{"fail_rate": 0.0, "delay_s": 0.0}', 2_000_000_000)
+    assert not fails()
+    assert (flaky.fail_rate, flaky.delay_s) == (0.0, 0.0)
+
+    _control(path, '{"delay_s": 0.25}', 3_000_000_000)  # one key: the other is kept
+    assert not fails()
+    assert (flaky.fail_rate, flaky.delay_s) == (0.0, 0.25)
+    assert slept == [0.25]
+    _control(path, '{"fail_rate": 1.0, "delay_s": 0}', 4_000_000_000)
+    assert fails()
+    assert slept == [0.25]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "{not json",
+        "",
+        '{"fail_rate": 1.5}',
+        '{"fail_rate": -0.1}',
+        '{"fail_rate": NaN}',
+        '{"fail_rate": "often"}',
+        '{"fail_rate": null}',
+        '{"delay_s": -1}',
+        '{"delay_s": Infinity}',
+        "[0.0]",
+        "0.0",
+    ],
+)
+def test_flaky_scorer_bad_control_file_keeps_the_previous_values(tmp_path: Path, text: str) -> None:
+    ctx = context(knowledge())
+    cands = [Candidate(text="x", evidence=["rot"])]
+    path = tmp_path / "flaky.json"
+    _control(path, '{"fail_rate": 1.0}', 1_000_000_000)
+    flaky = FlakyScorer(fail_rate=0.0, mode="error", control=str(path))
+    with pytest.raises(Unavailable):
+        flaky.score(ctx, cands)
+
+    _control(path, text, 2_000_000_000)
+    with pytest.raises(Unavailable):
+        flaky.score(ctx, cands)
+    assert (flaky.fail_rate, flaky.delay_s) == (1.0, 0.0)
+
+    _control(path, '{"fail_rate": 0.0}', 3_000_000_000)  # a good file is read again
+    assert flaky.score(ctx, cands) == CoverageScorer().score(ctx, cands)
+
+
+def test_flaky_scorer_missing_control_file_keeps_the_values(tmp_path: Path) -> None:
+    ctx = context(knowledge())
+    cands = [Candidate(text="x", evidence=["rot"])]
+    path = tmp_path / "flaky.json"
+    _control(path, '{"fail_rate": 1.0}', 1_000_000_000)
+    flaky = FlakyScorer(mode="error", control=str(path))
+    with pytest.raises(Unavailable):
+        flaky.score(ctx, cands)
+    path.unlink()
+    with pytest.raises(Unavailable):
+        flaky.score(ctx, cands)
+    assert flaky.fail_rate == 1.0
+    _control(path, '{"fail_rate": 0.0}', 2_000_000_000)  # back again: read
+    assert flaky.score(ctx, cands) == CoverageScorer().score(ctx, cands)
 
 
 # -- the reward model's checks ------------------------------------------------------------------
