@@ -6,7 +6,7 @@ The public names::
     from callboard import BusinessError, RemoteError, AskTimeout, NoSuchActor, ...
 """
 
-from callboard.actors import Actor, Future, handler
+from callboard.actors import Actor, Future, consumer, handler
 from callboard.config import (
     ChildSpec,
     Config,
@@ -60,6 +60,7 @@ __all__ = [
     "SystemSettings",
     "Unavailable",
     "__version__",
+    "consumer",
     "handler",
     "is_degraded",
     "load_config",

@@ -43,6 +43,8 @@ class ActorSettings:
     """Local transport: actors share the host's process, so leave its logging, metrics and
     process title alone (and never signal it)."""
     start_timeout: float = 10.0
+    system_events: bool = False
+    """The bus runs and wants ``system.*`` events."""
     policies: dict[str, Any] = field(default_factory=dict)
     """``[policies]``: name -> :class:`~callboard.resilience.Policy` (routes from here)."""
 

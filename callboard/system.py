@@ -57,6 +57,8 @@ from callboard._control import (
     is_stopped,
     routable,
 )
+from callboard._services import services_spec
+from callboard._system_messaging import MessagingAPI
 from callboard.actors._runtime import reply_value
 from callboard.config import ChildSpec, Config, load_config
 from callboard.errors import (
@@ -106,8 +108,13 @@ _CONTROL_TIMEOUT = 5.0
 _LEAVING = frozenset({"crashed", "stopping"})
 
 
-class System:
-    """A running actor system. Create it with :meth:`start`; safe to use from many threads."""
+class System(MessagingAPI):
+    """A running actor system. Create it with :meth:`start`; safe to use from many threads.
+
+    Messaging (bus and queues, when configured): :meth:`publish`, :meth:`subscribe`,
+    :meth:`route`, :meth:`enqueue`, :meth:`enqueue_many`, :meth:`queue_stats`,
+    :meth:`dead_letters`, :meth:`replay_dead_letters`, :meth:`purge_dead_letters`,
+    :meth:`bus_stats` (see :mod:`callboard._system_messaging`)."""
 
     def __init__(self, config: Config) -> None:
         self.config = config
@@ -132,6 +139,7 @@ class System:
         self.metrics_dir.mkdir()
         # The host's own routes: its metrics stay in this System's private registry (the
         # host application's prometheus setup is left alone) and join metrics().
+        self._subscriptions = []
         self._registry = CollectorRegistry(auto_describe=True)
         self.routes = RouteTable(
             HOST, config.policies,
@@ -186,8 +194,12 @@ class System:
             in_process=self.transport != "tcp",
             start_timeout=cfg.start_timeout,
             policies=dict(self.config.policies),
+            system_events=self.config.bus_enabled and self.config.bus.system_events,
         )
         root = self.config.supervisor
+        services = services_spec(self.config)
+        if services is not None:  # the bus and the queues run first, under their own supervisor
+            root = root.model_copy(update={"children": [services, *root.children]})
         init = InitSupervisor(
             root.id, root, None, None, {}, settings, host_pid=os.getpid(), root_id=root.id
         )
@@ -215,6 +227,7 @@ class System:
             return
         was = self._state
         self._state = "stopping"
+        self._close_subscriptions()
         try:
             if self._asys is not None and self._root is not None and was in ("running", "starting"):
                 with contextlib.suppress(Exception):

@@ -1,6 +1,7 @@
-"""Actors: the :class:`Actor` base users subclass, ``@handler``, and the runtime that hosts them."""
+"""Actors: the :class:`Actor` base users subclass, ``@handler``, ``@consumer``, and the
+runtime that hosts them."""
 
-from callboard.actors._actor import Actor, handler
+from callboard.actors._actor import Actor, consumer, handler
 from callboard.actors._tasks import Future
 
-__all__ = ["Actor", "Future", "handler"]
+__all__ = ["Actor", "Future", "consumer", "handler"]

@@ -21,9 +21,10 @@ if TYPE_CHECKING:
     from callboard.actors._runtime import ActorRuntime
     from callboard.actors._tasks import Future
 
-__all__ = ["Actor", "handler"]
+__all__ = ["Actor", "consumer", "handler"]
 
 F = TypeVar("F", bound=Callable[..., Any])
+Handler = tuple[Callable[..., Any], bool]
 M = TypeVar("M", bound=Message)
 
 
@@ -36,6 +37,27 @@ def handler(fn: F) -> F:
     """
     fn._callboard_handler = True  # type: ignore[attr-defined]
     return fn
+
+
+def consumer(queue: str, prefetch: int = 10) -> Callable[[F], F]:
+    """Mark a method as the consumer of queue ``queue`` for the message type annotated on
+    its one parameter (``[queues.<queue>]`` in config).
+
+    The actor takes up to ``prefetch`` unacknowledged messages at a time. The handler
+    returning normally acknowledges the message; raising a
+    :class:`~callboard.BusinessError` rejects it to the queue's dead letters (reason
+    ``rejected``, the error's code as detail); crashing, or not finishing within the
+    queue's ``visibility_timeout``, gets it redelivered (up to ``max_deliveries``).
+    ``async def`` consumers may ``await``; up to ``prefetch`` run at once.
+    """
+    if not isinstance(prefetch, int) or isinstance(prefetch, bool) or prefetch < 1:
+        raise ValueError("prefetch must be an int >= 1")
+
+    def mark(fn: F) -> F:
+        fn._callboard_consumer = (queue, prefetch)  # type: ignore[attr-defined]
+        return fn
+
+    return mark
 
 
 class Actor:
@@ -53,6 +75,8 @@ class Actor:
 
     Args: ClassVar[type[BaseModel] | None] = None
     _handler_specs: ClassVar[dict[str, Callable[..., Any]]] = {}
+    _consumer_specs: ClassVar[dict[str, Callable[..., Any]]] = {}
+    _consumers_cache: ClassVar[dict[str, tuple[int, dict[type[Message], Handler]]] | None] = None
     _handlers_cache: ClassVar[dict[type[Message], tuple[Callable[..., Any], bool]] | None] = None
 
     id: str
@@ -71,6 +95,15 @@ class Actor:
                     del specs[name]
         cls._handler_specs = specs
         cls._handlers_cache = None
+        consumers: dict[str, Callable[..., Any]] = {}
+        for base in reversed(cls.__mro__):
+            for name, value in vars(base).items():
+                if getattr(value, "_callboard_consumer", None) is not None:
+                    consumers[name] = value
+                elif name in consumers:
+                    del consumers[name]
+        cls._consumer_specs = consumers
+        cls._consumers_cache = None
 
     # -- lifecycle hooks ------------------------------------------------------------------
 
@@ -115,6 +148,46 @@ class Actor:
         """Exit on purpose once the current handler returns (``normal`` or ``shutdown``)."""
         self._runtime.request_stop(reason)
 
+    def on_directory(self, changed: list[str]) -> None:
+        """Names in the tree whose process changed (restarting, restarted, gone) since the
+        last call. For actors that keep per-peer state, e.g. to release a dead peer's work."""
+
+    # -- events and queues (the ``services``: [bus] and [queues] in config) ----------------
+
+    def publish(self, topic: str, event: Message) -> None:
+        """Publish ``event`` on ``topic`` (dotted, e.g. ``orders.eu.created``) through the
+        bus. Fire-and-forget; :class:`~callboard.NoSuchActor` if the system has no bus."""
+        self._runtime.messaging.publish(topic, event)
+
+    def subscribe(
+        self, pattern: str, *, buffer: int | None = None, overflow: str | None = None
+    ) -> None:
+        """Receive events whose topic matches ``pattern`` (``*``: one segment, ``#``: any
+        number) at the ``@handler`` typed for each event's class, in publication order.
+        Kept across restarts of the bus; call it again after this actor restarts (e.g. in
+        ``on_start``). ``buffer`` / ``overflow`` override the ``[bus]`` defaults."""
+        self._runtime.messaging.subscribe(pattern, buffer, overflow)
+
+    def unsubscribe(self, pattern: str) -> None:
+        self._runtime.messaging.unsubscribe(pattern)
+
+    def current_topic(self) -> str | None:
+        """The topic of the event being handled (``None`` outside an event handler)."""
+        return self._runtime.messaging.current_topic
+
+    def enqueue(
+        self, queue: str, msg: Message, *, priority: int = 0, msg_id: str | None = None
+    ) -> Future[str]:
+        """Put ``msg`` on queue ``queue``; the future resolves to its id once the queue has
+        stored it (``await`` it), or fails with ``queue_full``. ``msg_id`` makes the
+        enqueue idempotent: the same id again within the dedupe window is dropped."""
+        return self._runtime.messaging.enqueue(queue, msg, priority, msg_id)
+
+    def route(self, msg: Message) -> Future[list[str]]:
+        """Send ``msg`` wherever the ``[[routing]]`` rules say; resolves to the
+        destinations (``queue:<name>`` / ``topic:<topic>``)."""
+        return self._runtime.messaging.route(msg)
+
     # -- dispatch table -------------------------------------------------------------------
 
     @classmethod
@@ -132,6 +205,25 @@ class Actor:
                     table[msg_cls] = (fn, inspect.iscoroutinefunction(fn))
             cls._handlers_cache = table
         return cls._handlers_cache
+
+    @classmethod
+    def consumers(cls) -> dict[str, tuple[int, dict[type[Message], Handler]]]:
+        """Queue name -> (prefetch, message class -> (function, is_async))."""
+        if cls._consumers_cache is None:
+            table: dict[str, tuple[int, dict[type[Message], Handler]]] = {}
+            for name, fn in cls._consumer_specs.items():
+                queue, prefetch = fn._callboard_consumer  # type: ignore[attr-defined]
+                have_prefetch, types_ = table.get(queue, (prefetch, {}))
+                for msg_cls in _message_types(cls, name, fn):
+                    if msg_cls in types_:
+                        raise TypeError(
+                            f"{cls.__qualname__}: two consumers of {queue!r} for "
+                            f"{msg_cls.__qualname__}"
+                        )
+                    types_[msg_cls] = (fn, inspect.iscoroutinefunction(fn))
+                table[queue] = (max(have_prefetch, prefetch), types_)
+            cls._consumers_cache = table
+        return cls._consumers_cache
 
     @classmethod
     def handler_for(cls, msg_type: type[Message]) -> tuple[Callable[..., Any], bool] | None:

@@ -37,6 +37,7 @@ from callboard._control import (
     StartRefused,
 )
 from callboard.actors._runtime import ActorRuntime, error_frame, load_actor_class
+from callboard.bus._events import BreakerEvent
 from callboard.errors import NO_SUCH_ACTOR, InvalidMessage
 from callboard.messages import decode_envelope
 from callboard.observability import logging as cblog
@@ -106,6 +107,7 @@ class ActorHost(ThespianActor):  # type: ignore[misc]
         self._parent: Any = None
         self._id = "?"
         self._log: Any = None
+        self._system_events = False
 
     # Port --------------------------------------------------------------------------------
 
@@ -165,6 +167,10 @@ class ActorHost(ThespianActor):  # type: ignore[misc]
         elif isinstance(msg, ActorExitRequest):
             if rt is not None:
                 rt.shutdown("shutdown")
+        elif isinstance(msg, DeadEnvelope) and rt is not None and _sink(rt) is not None:
+            sink = _sink(rt)
+            assert sink is not None
+            sink(msg.deadAddress, msg.deadMessage)
         elif isinstance(msg, ChildActorExited | DeadEnvelope | PoisonMessage):
             if self._log is not None:
                 self._log.warning("undeliverable", kind=type(msg).__name__)
@@ -174,6 +180,16 @@ class ActorHost(ThespianActor):  # type: ignore[misc]
             # Not anyone yet: a sender with a stale address that the kernel has just
             # handed to this new process. Refuse, so it re-resolves the name.
             self._refuse_unborn(msg, sender)
+
+    def _forward_event(self, name: str, fields: dict[str, Any]) -> None:
+        """Breaker transitions become ``system.breaker.state_changed`` events."""
+        rt = self._rt
+        if name != "breaker_state_changed" or rt is None or not self._system_events:
+            return
+        if "bus" in rt.directory:
+            rt.messaging.publish("system.breaker.state_changed", BreakerEvent(
+                route=fields["route"], caller=fields["caller"], target=fields["target"],
+                old=fields["old"], new=fields["new"], reason=fields["reason"]))  # fmt: skip
 
     def _breakers(self, req: BreakersRequest) -> BreakersReply:
         rt = self._rt
@@ -203,6 +219,7 @@ class ActorHost(ThespianActor):  # type: ignore[misc]
             return
         self._parent = sender
         self._id = msg.id
+        self._system_events = msg.settings.system_events
         if not msg.settings.in_process:
             if msg.top_level:  # the root died: take the whole system (admin, logger) along
                 _lifeline.watch([os.getppid()], lambda _pid: _lifeline.kill_own_group())
@@ -222,7 +239,7 @@ class ActorHost(ThespianActor):  # type: ignore[misc]
                 hooks=_Hooks(msg.id, self._log),
                 logger=self._log,
                 policies=msg.settings.policies,
-                on_policy_event=ResilienceObserver(self._log),
+                on_policy_event=ResilienceObserver(self._log, forward=self._forward_event),
             )
             self._rt = rt
             rt.start()
@@ -235,7 +252,16 @@ class ActorHost(ThespianActor):  # type: ignore[misc]
             if self._rt is not None:
                 self._rt.state = "exiting"
             return
+        if _sink(rt) is not None:
+            self.handleDeadLetters()  # Thespian forwards what it could not deliver: keep it
         cbmetrics.actor_metrics().started(msg.id)
         self._log.info("actor_started", actor_class=msg.actor)
         self.send(sender, Started(msg.id, os.getpid()))
         rt.leave_if_requested()  # the actor called self.stop() in on_start
+
+
+def _sink(rt: ActorRuntime) -> Any:
+    """The hosted actor's ``on_dead_letter`` if it collects the system's dead letters."""
+    if rt.actor is not None and getattr(rt.actor, "wants_dead_letters", False):
+        return getattr(rt.actor, "on_dead_letter", None)
+    return None

@@ -20,6 +20,7 @@ from pydantic import ValidationError
 from callboard import errors
 from callboard._control import is_stopped
 from callboard.actors._actor import Actor
+from callboard.actors._messaging import Messaging
 from callboard.actors._tasks import Future, Task
 from callboard.errors import (
     AskTimeout,
@@ -165,6 +166,9 @@ class ActorRuntime:
         # Requests whose handler used a degraded answer: their replies are flagged too.
         self._tainted: set[str] = set()
         self.routes = RouteTable(actor_id, policies or {}, clock=clock, on_event=on_policy_event)
+        self.messaging = Messaging(self)
+        self.current_sender: Address = None
+        """The transport address of the sender of the message being dispatched."""
         self._timers: dict[str, Callable[[], object]] = {}
         self._tasks: dict[int, tuple[Task, Envelope, Address]] = {}
         self._current: Envelope | None = None  # the envelope whose handler code is running
@@ -189,8 +193,10 @@ class ActorRuntime:
             actor.args = dict(self._raw_args)
         actor.__init__()  # type: ignore[misc]
         self._cls.handlers()  # resolve annotations now: a bad handler is a failed start
+        self._cls.consumers()
         self.actor = actor
         actor.on_start()
+        self.messaging.start()  # register as a consumer of the queues it consumes
         self.state = "running"
 
     def shutdown(self, reason: str = "shutdown") -> None:
@@ -238,16 +244,30 @@ class ActorRuntime:
             fn()
 
     def on_directory(self, entries: dict[str, Address | None], removed: tuple[str, ...]) -> None:
+        missing = object()
+        changed = [n for n, a in entries.items() if self.directory.get(n, missing) != a]
+        changed += [n for n in removed if n in self.directory]
         self.directory.update(entries)
         for name in removed:
             self.directory.pop(name, None)
+        if not changed or self.state != "running" or self.actor is None:
+            return
+        self.messaging.on_directory(changed)
+        try:
+            self.actor.on_directory(changed)
+        except Exception as exc:  # a hook, like a handler: let it crash
+            self._crash(_hook_envelope(self.id, "on_directory"), None, exc)
 
     # -- dispatch -------------------------------------------------------------------------
 
     def _dispatch(self, env: Envelope, msg: Message, sender: Address) -> None:
         actor = self.actor
         assert actor is not None
+        self.current_sender = sender
         found = self._cls.handler_for(type(msg))
+        if found is None and self.messaging.delivers(msg):
+            self.messaging.on_delivery(env, msg, sender)
+            return
         if found is None:
             exc = InvalidMessage("unhandled", f"{self.id} has no handler for {env.type}")
             self._reject(exc, sender, env.id, env.kind == "ask", env)
@@ -273,6 +293,54 @@ class ActorRuntime:
         else:
             self._enter(None)
             self._finish(env, sender, result, None, started)
+
+    def run_handler(
+        self, env: Envelope, msg: Message, fn: Callable[..., Any], is_async: bool,
+        done: Callable[[BaseException | None], None],
+    ) -> None:  # fmt: skip
+        """Run a handler for a message that is not a request (an event, a queued job):
+        ``done(None)`` when it returned, ``done(business_error)`` when it raised one. Any
+        other exception crashes the actor (``done`` is not called: the work was not done).
+        """
+        actor = self.actor
+        assert actor is not None
+        started = time.perf_counter()
+
+        def settle(exc: BaseException | None) -> None:
+            elapsed = time.perf_counter() - started
+            if exc is None or isinstance(exc, BusinessError):
+                self._hooks.handled(env.type, elapsed)
+                if exc is not None:
+                    self._hooks.error(env.type, exc.code)
+                done(exc)
+                self.leave_if_requested(env)
+            elif not isinstance(exc, _Aborted):
+                self._crash(env, None, exc)
+
+        if is_async:
+
+            def finished(_value: Any, exc: BaseException | None) -> None:
+                self._tasks.pop(id(task), None)
+                settle(exc)
+
+            task = Task(fn(actor, msg), finished, context=env, on_step=self._enter_task)
+            self._tasks[id(task)] = (task, env, None)
+            task.start()
+            return
+        self._enter(env)
+        try:
+            fn(actor, msg)
+        except BaseException as exc:
+            self._enter(None)
+            settle(exc)
+        else:
+            self._enter(None)
+            settle(None)
+
+    def send_to(self, address: Address, target: str, msg: Message) -> None:
+        """A tell straight to a transport address (a peer recorded when it registered)."""
+        env = self._outgoing("tell", target, msg, None, self._current)
+        self._port.send(address, encode(env, self._max))
 
     def _enter_task(self, task: Task, entering: bool) -> None:
         self._enter(task.context if entering else None)
@@ -603,6 +671,15 @@ def error_frame(
 
 class _Aborted(Exception):
     """Thrown into in-flight handler coroutines when the actor exits."""
+
+
+def _hook_envelope(actor_id: str, hook: str) -> Envelope:
+    """A stand-in envelope for code that runs outside any message (a lifecycle hook)."""
+    return Envelope.model_construct(
+        kind="tell", id=new_id(), type=f"<{hook}>", version=1, correlation_id=None,
+        causation_id=None, deadline=None, priority=0, traceparent=None, principal=None,
+        attempt=1, target=actor_id, sender=None, payload=None,
+    )  # fmt: skip
 
 
 class _GuardedAsk:

@@ -12,6 +12,7 @@ offending key, e.g. ``supervisor.children.1.supervisor.children.0.restart``.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterator
 from typing import Any, Literal, cast, get_args
 
@@ -27,6 +28,14 @@ from pydantic import (
 )
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
+from callboard.config._messaging import (
+    DEAD_LETTERS,
+    QUEUE_NAME,
+    BusSettings,
+    QueueSpec,
+    queue_actor,
+)
+from callboard.queues._routing import RouteRule
 from callboard.resilience._policy import Policy, parse_route
 
 __all__ = [
@@ -52,6 +61,9 @@ Shutdown = float | Literal["brutal_kill", "infinity"]
 _STRATEGIES: tuple[str, ...] = get_args(Strategy)
 _AUTO_SHUTDOWNS: tuple[str, ...] = get_args(AutoShutdown)
 _RESTART_TYPES: tuple[str, ...] = get_args(RestartType)
+
+SERVICES = "services"
+BUS = "bus"
 
 _WORKER_SHUTDOWN = 5.0
 """Default ``shutdown`` of a worker (OTP: 5000 ms); a supervisor child gets ``infinity``."""
@@ -473,9 +485,55 @@ class Config(_Strict):
     :mod:`callboard.resilience`. Names are not checked against the tree: dynamic
     children get their ids at run time."""
 
+    queues: dict[str, QueueSpec] = Field(default_factory=dict)
+    """Named message queues (``[queues.<name>]``), each an actor ``queue.<name>``."""
+    bus: BusSettings = Field(default_factory=BusSettings)
+    routing: list[RouteRule] = Field(default_factory=list)
+    """Content-based routing rules (``[[routing]]``) applied by ``route(msg)``."""
+
     @field_validator("policies")
     @classmethod
     def _routes(cls, v: dict[str, Policy]) -> dict[str, Policy]:
         for key in v:
             parse_route(key)  # ValueError("invalid_route: ...")
         return v
+
+    @field_validator("queues")
+    @classmethod
+    def _queue_names(cls, v: dict[str, QueueSpec]) -> dict[str, QueueSpec]:
+        for name in v:
+            if not re.match(QUEUE_NAME, name):
+                raise _reject("invalid_queue_name", f"{name!r}: letters, digits, _ and - only")
+        return v
+
+    @model_validator(mode="after")
+    def _messaging(self) -> Config:
+        errors: list[tuple[tuple[str | int, ...], str, str, Any]] = []
+        for name in self.bus.durable:
+            if name not in self.queues:
+                errors.append((("bus", "durable", name), "unknown_queue",
+                               f"durable subscription {name!r} needs [queues.{name}]", name))
+        for i, rule in enumerate(self.routing):
+            for dest in rule.to:
+                kind, _, name = dest.partition(":")
+                if kind == "queue" and name not in self.queues and name != DEAD_LETTERS:
+                    errors.append((("routing", i, "to"), "unknown_queue",
+                                   f"{dest!r}: no [queues.{name}]", dest))
+        if self.services_enabled:
+            reserved = {SERVICES, BUS} | {queue_actor(q) for q in (*self.queues, DEAD_LETTERS)}
+            for loc, child in self.supervisor.walk():
+                if child.id in reserved:
+                    errors.append((("supervisor", *loc, "id"), "reserved_name",
+                                   f"{child.id!r} is the name of a messaging service", child.id))
+        if errors:
+            _reject_at("Config", errors)
+        return self
+
+    @property
+    def services_enabled(self) -> bool:
+        """Whether the ``services`` subtree (bus, queues) runs."""
+        return bool(self.bus.enabled or self.queues or self.routing or self.bus.durable)
+
+    @property
+    def bus_enabled(self) -> bool:
+        return bool(self.bus.enabled or self.routing or self.bus.durable)

@@ -25,6 +25,7 @@ Metrics, all labelled by ``route`` (``caller->target``):
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter
@@ -91,9 +92,13 @@ class ResilienceObserver:
     Recording never breaks a call: a failing metric backend is ignored here (the actor
     metrics already count such failures)."""
 
-    def __init__(self, log: Any = None, metrics: ResilienceMetrics | None = None) -> None:
+    def __init__(
+        self, log: Any = None, metrics: ResilienceMetrics | None = None,
+        forward: Callable[[str, dict[str, Any]], None] | None = None,
+    ) -> None:  # fmt: skip
         self._log = log if log is not None else get_logger()
         self._given = metrics
+        self._forward = forward  # e.g. publish breaker changes as system events
 
     @property
     def metrics(self) -> ResilienceMetrics:
@@ -108,6 +113,11 @@ class ResilienceObserver:
         if name == "breaker_state_changed" and fields.get("new") != "open":
             level = "info"
         getattr(self._log, level)(name, **fields)
+        if self._forward is not None:
+            try:
+                self._forward(name, fields)
+            except Exception as exc:  # best effort: never break the call
+                self._log.warning("resilience_event_not_forwarded", error=str(exc))
 
     def _count(self, name: str, f: dict[str, Any]) -> None:
         m = self.metrics

@@ -19,6 +19,7 @@ from callboard.errors import BusinessError
 from callboard.messages import Message
 
 __all__ = [
+    "BusinessEvent",
     "Candidate",
     "CandidateRecord",
     "Decision",
@@ -265,6 +266,19 @@ class GetDecision(Message):
     reply_type: ClassVar[str | None] = _P + "Decision"
     idempotent: ClassVar[bool] = True
     id: str
+
+
+# -- business events ----------------------------------------------------------------------------
+
+
+class BusinessEvent(Message):
+    """Published on ``business.<event>`` when the bus runs: ``decision_point``,
+    ``solution_generated``, ``quality_evaluated``, ``process_completed`` (the same fields
+    as the log line of that name)."""
+
+    type_name: ClassVar[str] = _P + "BusinessEvent"
+    event: str
+    fields: dict[str, Any] = Field(default_factory=dict)
 
 
 # -- business errors ----------------------------------------------------------------------------

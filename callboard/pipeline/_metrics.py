@@ -7,10 +7,11 @@ prometheus-client to multiprocess mode, so one exposition covers every process.
 from __future__ import annotations
 
 from functools import cache
+from typing import Any
 
 from prometheus_client import Counter, Histogram
 
-__all__ = ["pipeline_metrics"]
+__all__ = ["business_event", "pipeline_metrics"]
 
 
 class _PipelineMetrics:
@@ -42,3 +43,18 @@ class _PipelineMetrics:
 @cache
 def pipeline_metrics() -> _PipelineMetrics:
     return _PipelineMetrics()
+
+
+def business_event(actor: Any, event: str, **fields: Any) -> None:
+    """Log ``event`` and, when the system runs a bus, publish it on ``business.<event>``
+    (best effort: a bus that is restarting costs the event, logged, never the request)."""
+    actor.log.info(event, **fields)
+    if "bus" not in actor._runtime.directory:
+        return
+    from callboard.errors import CallboardError, RemoteError
+    from callboard.pipeline._messages import BusinessEvent
+
+    try:
+        actor.publish(f"business.{event}", BusinessEvent(event=event, fields=fields))
+    except (CallboardError, RemoteError) as exc:
+        actor.log.warning("business_event_not_published", business_event=event, error=str(exc))

@@ -28,7 +28,7 @@ from callboard.pipeline._messages import (
     SolutionContext,
     Solve,
 )
-from callboard.pipeline._metrics import pipeline_metrics
+from callboard.pipeline._metrics import business_event, pipeline_metrics
 
 __all__ = ["NoKnowledge", "ReasoningEngine", "StageFailed"]
 
@@ -101,8 +101,8 @@ class ReasoningEngine(Actor):
             )
             if args.resolve_references:
                 context.references = await self._references(context, timings)
-            self.log.info(
-                "decision_point", problem=msg.problem[:200], knowledge=len(found.items),
+            business_event(
+                self, "decision_point", problem=msg.problem[:200], knowledge=len(found.items),
                 references=len(context.references),
             )  # fmt: skip
             selected: Selected = await self._hop(
@@ -119,12 +119,12 @@ class ReasoningEngine(Actor):
             decision.path.timings_ms.update(timings)  # add the decision_support hop itself
         except BusinessError as exc:
             pipeline_metrics().decisions.labels(exc.code).inc()
-            self.log.info("process_completed", outcome=exc.code)
+            business_event(self, "process_completed", outcome=exc.code)
             raise
         outcome = "degraded" if decision.degraded else "ok"
         pipeline_metrics().decisions.labels(outcome).inc()
-        self.log.info(
-            "process_completed", outcome=outcome, decision=decision.id,
+        business_event(
+            self, "process_completed", outcome=outcome, decision=decision.id,
             confidence=decision.confidence, ms=round((time.perf_counter() - started) * 1000, 3),
         )  # fmt: skip
         return decision

@@ -35,7 +35,7 @@ from callboard.actors import Actor, handler
 from callboard.errors import AskTimeout, BusinessError, NoSuchActor, RemoteError
 from callboard.messages import is_degraded
 from callboard.pipeline._messages import Candidate, Sample, Score, Scores, Selected
-from callboard.pipeline._metrics import pipeline_metrics
+from callboard.pipeline._metrics import business_event, pipeline_metrics
 from callboard.pipeline._plugins import Generator, load_plugin
 from callboard.pipeline._sampling import Done, RejectionSampler
 
@@ -95,7 +95,8 @@ class RejectionSampling(Actor):
         fallback_rounds = 0  # rounds scored by the reward model's fallback (degraded)
         while not isinstance(step, Done):
             rnd = sampler.round
-            self.log.info(
+            business_event(
+                self,
                 "solution_generated",
                 round=rnd,
                 n=len(step),
@@ -121,7 +122,8 @@ class RejectionSampling(Actor):
             candidates = pipeline_metrics().candidates
             candidates.labels("accepted").inc(accepted)
             candidates.labels("rejected").inc(len(this_round) - accepted)
-            self.log.info(
+            business_event(
+                self,
                 "quality_evaluated",
                 round=rnd,
                 accepted=accepted,

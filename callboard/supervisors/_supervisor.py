@@ -52,11 +52,14 @@ from callboard._control import (
     routable,
 )
 from callboard.actors._host import LINGER_S, ActorHost, process_setup
+from callboard.actors._messaging import BUS, event_item
 from callboard.actors._runtime import error_frame
 from callboard.actors._tasks import Future, Task
+from callboard.bus._events import HealthEvent, SupervisorEvent
+from callboard.bus._protocol import Publish
 from callboard.config import ChildSpec, SupervisorFlags
 from callboard.errors import INVALID_MESSAGE, InvalidMessage
-from callboard.messages import decode_envelope
+from callboard.messages import Envelope, Message, decode_envelope, encode, new_id
 from callboard.observability import metrics as cbmetrics
 from callboard.supervisors._policy import (
     RestartIntensity,
@@ -318,6 +321,7 @@ class SupervisorActor(ThespianActor):  # type: ignore[misc]
         child.status = "running"
         child.started_at = time.time()
         self._log.info("child_started", child=child.id, child_pid=child.pid)
+        self._event("child_started", child.id, pid=child.pid, restarts=child.restarts)
         self._names({child.id: address})
         if child.spec.liveness is not None:
             self._arm_probe(child, child.spec.liveness.interval)
@@ -442,6 +446,7 @@ class SupervisorActor(ThespianActor):  # type: ignore[misc]
         child.status = "stopped"
         child.last_exit_reason = reason
         self._log.warning("child_exited", child=child.id, reason=reason, detail=detail)
+        self._event("child_exited", child.id, reason=reason, detail=detail[:1000])
         self._names({child.id: None}, down=(child.id,) if child.is_supervisor else ())
         if self._stopping or self.failed:
             return
@@ -544,6 +549,33 @@ class SupervisorActor(ThespianActor):  # type: ignore[misc]
             reason = child.restart_reason
             cbmetrics.actor_metrics().restart(self._id, cid, reason)
             self._log.info("child_restarted", child=cid, restarts=child.restarts, reason=reason)
+            self._event("child_restarted", cid, reason=reason, restarts=child.restarts,
+                        pid=child.pid)  # fmt: skip
+
+    def _event(self, name: str, child: str, **fields: Any) -> None:
+        """Publish a system event (``system.supervisor.<name>``, or ``system.health.*``
+        for ``unresponsive``) if the bus runs; best effort, never waits."""
+        settings = self._settings
+        bus = self._dir.get(BUS)
+        if settings is None or not settings.system_events or not routable(bus):
+            return
+        if name == "unresponsive":
+            topic = "system.health.unresponsive"
+            event: Message = HealthEvent(actor=child, check="liveness",
+                                         detail=str(fields.get("detail", "")))  # fmt: skip
+        else:
+            topic = f"system.supervisor.{name}"
+            event = SupervisorEvent(supervisor=self._id, child=child, event=name, **fields)
+        try:
+            frame = encode(Envelope.model_construct(
+                kind="tell", id=new_id(), type=Publish.type_name, version=1,
+                correlation_id=None, causation_id=None, deadline=None, priority=0,
+                traceparent=None, principal=None, attempt=1, target=BUS, sender=self._id,
+                payload=Publish(event=event_item(topic, event, None)),
+            ))  # fmt: skip
+            self.send(bus, frame)
+        except Exception as exc:  # an event must never disturb supervision
+            self._log.warning("system_event_failed", topic=topic, error=str(exc))
 
     async def _give_up(self, child: _Child, reason: str) -> None:
         assert self._flags is not None
@@ -552,6 +584,7 @@ class SupervisorActor(ThespianActor):  # type: ignore[misc]
             f"{self._flags.period}s (last: {child.id} exited with {reason})"
         )
         self._log.critical("restart_intensity_exceeded", reason=why)
+        self._event("intensity_exceeded", child.id, reason=why)
         await self._leave("shutdown", why)
 
     async def _leave(self, reason: str, why: str) -> None:
@@ -669,6 +702,7 @@ class SupervisorActor(ThespianActor):  # type: ignore[misc]
             if child.acked_seq >= seq:
                 return
             self._log.error("liveness_timeout", child=child.id, timeout_s=liveness.timeout)
+            self._event("unresponsive", child.id, detail=f"no answer in {liveness.timeout}s")
             child.told_reason = ("timeout", f"no liveness answer within {liveness.timeout}s")
             self._names({child.id: None})
             self._sigkill(child)

@@ -1,4 +1,5 @@
-"""ActorRuntime driven in-process: a fake Port, fake Hooks and a fake clock, no Thespian.
+"""ActorRuntime driven in-process: a fake Port, fake Hooks and a fake clock, no Thespian
+(the Port, the clock and the harness base live in ``runtime_fakes.py``).
 
 Timers never run on their own: the fake port records ``call_later`` keys and each test
 fires them by calling ``runtime.on_timer(key)``, so every interleaving is explicit.
@@ -7,12 +8,25 @@ fires them by calling ``runtime.on_timer(key)``, so every interleaving is explic
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import msgpack
 import pytest
 from pydantic import BaseModel
+from runtime_fakes import (
+    ASK_TIMEOUT,
+    CLIENT,
+    GONE,
+    NOW,
+    OTHER,
+    OTHER_ADDR,
+    SELF,
+    FakeClock,
+    FakePort,
+    RuntimeHarness,
+    envelope,
+)
 
 from callboard.actors import Actor, handler
 from callboard.actors._runtime import ActorRuntime, reply_value
@@ -21,21 +35,13 @@ from callboard.messages import (
     WIRE_VERSION,
     Envelope,
     Message,
-    decode_envelope,
     encode,
     new_id,
 )
 
-SELF = "svc"
 SELF_ADDR = "addr:svc"
-CLIENT = "addr:client"
-OTHER = "other"
-OTHER_ADDR = "addr:other"
 THIRD = "third"
 THIRD_ADDR = "addr:third"
-GONE = "gone"  # in the directory, but restarting (address None)
-NOW = 1_000_000.0
-ASK_TIMEOUT = 10.0
 MAX_FRAME = 4096
 TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 
@@ -292,45 +298,6 @@ class FailsToStart(Actor):
 # --- fakes -------------------------------------------------------------------------------
 
 
-class FakeClock:
-    def __init__(self, now: float = NOW) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-
-@dataclass
-class FakePort:
-    sent: list[tuple[Any, bytes]] = field(default_factory=list)
-    timers: list[tuple[float, str]] = field(default_factory=list)
-    leaves: list[tuple[str, str]] = field(default_factory=list)
-    events: list[str] = field(default_factory=list)
-
-    def send(self, address: Any, frame: bytes) -> None:
-        assert isinstance(frame, bytes)
-        self.sent.append((address, frame))
-        self.events.append(f"send:{address}")
-
-    def call_later(self, delay: float, key: str) -> None:
-        self.timers.append((delay, key))
-
-    def leave(self, reason: str, detail: str) -> None:
-        self.leaves.append((reason, detail))
-        self.events.append(f"leave:{reason}")
-
-    def take(self, address: Any) -> list[Envelope]:
-        """Decoded frames sent to ``address`` since the last take, oldest first."""
-        mine = [frame for addr, frame in self.sent if addr == address]
-        self.sent = [(addr, frame) for addr, frame in self.sent if addr != address]
-        return [decode_envelope(frame) for frame in mine]
-
-    def timer(self, prefix: str) -> tuple[float, str]:
-        found = [t for t in self.timers if t[1].startswith(prefix)]
-        assert len(found) == 1, self.timers
-        return found[0]
-
-
 class Hooks:
     """Implements the ``Hooks`` protocol, recording every call."""
 
@@ -359,66 +326,15 @@ class Hooks:
 
 
 @dataclass
-class Harness:
-    rt: ActorRuntime
-    port: FakePort
+class Harness(RuntimeHarness):
     hooks: Hooks
-    clock: FakeClock
+
+    error_details: ClassVar[dict[str, Any]] = {"k": 1}
 
     @property
     def actor(self) -> Any:
         assert self.rt.actor is not None
         return self.rt.actor
-
-    def send(
-        self, kind: str, msg: Message, *, sender: Any = CLIENT, sender_name: str = "client",
-        target: str | None = SELF, deadline: float | None = None, msg_id: str | None = None,
-        correlation_id: str | None = None, traceparent: str | None = None,
-        principal: str | None = None, priority: int = 0,
-    ) -> str:  # fmt: skip
-        env = envelope(
-            kind=kind,
-            id=msg_id or new_id(),
-            type=msg.type_name,
-            version=msg.version,
-            correlation_id=correlation_id,
-            deadline=deadline,
-            priority=priority,
-            traceparent=traceparent,
-            principal=principal,
-            target=target,
-            sender=sender_name,
-            payload=msg,
-        )
-        self.rt.on_frame(encode(env), sender)
-        return env.id
-
-    def ask(self, msg: Message, **kw: Any) -> str:
-        return self.send("ask", msg, **kw)
-
-    def tell(self, msg: Message, **kw: Any) -> str:
-        return self.send("tell", msg, **kw)
-
-    def reply_to(self, req: Envelope, msg: Message | None, *, from_addr: Any = OTHER_ADDR) -> None:
-        """Answer an outgoing request as the target would (``None``: an error reply)."""
-        payload: Message = msg if msg is not None else Echoed(n=-1)
-        env = envelope(
-            kind="reply", id=new_id(), type=payload.type_name, version=payload.version,
-            correlation_id=req.correlation_id, causation_id=req.id, target=req.sender,
-            sender=req.target, payload=payload,
-        )  # fmt: skip
-        self.rt.on_frame(encode(env), from_addr)
-
-    def error_to(self, req: Envelope, code: str, *, from_addr: Any = OTHER_ADDR) -> None:
-        from callboard.messages import ErrorReply
-
-        err = ErrorReply(code=code, message="nope", details={"k": 1})
-        env = envelope(
-            kind="error", id=new_id(), type=err.type_name, version=err.version,
-            correlation_id=req.correlation_id, causation_id=req.id, target=req.sender,
-            sender=req.target, payload=err,
-        )  # fmt: skip
-        self.rt.on_frame(encode(env), from_addr)
 
     def replies(self, address: Any = CLIENT) -> list[Envelope]:
         return self.port.take(address)
@@ -443,12 +359,6 @@ class Harness:
             reply_value(env)
         return info.value
 
-    def request(self, address: Any = OTHER_ADDR) -> Envelope:
-        envs = self.port.take(address)
-        assert len(envs) == 1, envs
-        assert envs[0].kind == "ask"
-        return envs[0]
-
     def fire(self, prefix: str) -> None:
         _, key = self.port.timer(prefix)
         self.rt.on_timer(key)
@@ -471,7 +381,7 @@ def make(
     )
     if start:
         rt.start()
-    return Harness(rt, port, hooks, clock)
+    return Harness(rt, port, clock, hooks)
 
 
 @pytest.fixture
@@ -503,11 +413,6 @@ def assert_running(h: Harness) -> None:
     assert h.port.leaves == []
     req = h.ask(Echo(n=99))
     assert h.result(req) == Echoed(n=99)
-
-
-def envelope(**fields: Any) -> Envelope:
-    """A validated envelope (the payload may be a Message: ``encode`` dumps it)."""
-    return Envelope.model_validate(fields)
 
 
 def raw_frame(*items: Any) -> bytes:

@@ -1,8 +1,9 @@
 """ActorRuntime with resilience policies on its routes, driven in-process.
 
-Same style as ``test_runtime.py``: a fake Port records sends and ``call_later`` keys, a
-fake clock drives deadlines, and every timer (ask deadlines, retry back-offs ``sleep:``,
-bulkhead queue waits ``queue:``) is fired by hand through ``runtime.on_timer(key)``.
+Same fakes as ``test_runtime.py`` (from ``runtime_fakes.py``): a fake Port records sends
+and ``call_later`` keys, a fake clock drives deadlines, and every timer (ask deadlines,
+retry back-offs ``sleep:``, bulkhead queue waits ``queue:``) is fired by hand through
+``runtime.on_timer(key)``.
 
 The circuit breaker measures its open wait on the real ``time.monotonic``: the breakers
 below use a huge ``open_s`` so that never matters.
@@ -11,35 +12,37 @@ below use a huge ``open_s`` so that never matters.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import pytest
+from runtime_fakes import (
+    ASK_TIMEOUT,
+    CLIENT,
+    GONE,
+    NOW,
+    OTHER,
+    OTHER_ADDR,
+    SELF,
+    FakeClock,
+    FakePort,
+    RuntimeHarness,
+)
 
 from callboard.actors import Actor, handler
 from callboard.actors._runtime import ActorRuntime, reply_value
 from callboard.errors import AskTimeout, NoSuchActor, RemoteError
 from callboard.messages import (
     Envelope,
-    ErrorReply,
     Message,
     decode_envelope,
-    encode,
     is_degraded,
-    new_id,
 )
 from callboard.resilience import Policy
 
-SELF = "svc"
-CLIENT = "addr:client"
-OTHER = "other"
-OTHER_ADDR = "addr:other"
 SUB = "spare"
 SUB_ADDR = "addr:spare"
-GONE = "gone"  # in the directory, but restarting (address None)
 ROUTE = f"{SELF}->{OTHER}"
-NOW = 1_000_000.0
-ASK_TIMEOUT = 10.0
 MAX_FRAME = 65536
 
 RETRY: dict[str, Any] = {
@@ -142,85 +145,20 @@ class Caller(Actor):
         raise RuntimeError("boom")
 
 
-# --- fakes -------------------------------------------------------------------------------
-
-
-class FakeClock:
-    def __init__(self, now: float = NOW) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-
-@dataclass
-class FakePort:
-    sent: list[tuple[Any, bytes]] = field(default_factory=list)
-    timers: list[tuple[float, str]] = field(default_factory=list)
-    leaves: list[tuple[str, str]] = field(default_factory=list)
-
-    def send(self, address: Any, frame: bytes) -> None:
-        assert isinstance(frame, bytes)
-        self.sent.append((address, frame))
-
-    def call_later(self, delay: float, key: str) -> None:
-        self.timers.append((delay, key))
-
-    def leave(self, reason: str, detail: str) -> None:
-        self.leaves.append((reason, detail))
-
-    def take(self, address: Any) -> list[Envelope]:
-        """Decoded frames sent to ``address`` since the last take, oldest first."""
-        mine = [frame for addr, frame in self.sent if addr == address]
-        self.sent = [(addr, frame) for addr, frame in self.sent if addr != address]
-        return [decode_envelope(frame) for frame in mine]
-
-    def take_timer(self, prefix: str) -> tuple[float, str]:
-        """The one timer armed with ``prefix`` since the last take (and forget it)."""
-        found = [t for t in self.timers if t[1].startswith(prefix)]
-        assert len(found) == 1, self.timers
-        self.timers.remove(found[0])
-        return found[0]
-
-    def armed(self, prefix: str) -> list[str]:
-        return [key for _, key in self.timers if key.startswith(prefix)]
+# --- harness -----------------------------------------------------------------------------
 
 
 Event = tuple[str, dict[str, Any]]
 
 
 @dataclass
-class Harness:
-    rt: ActorRuntime
-    port: FakePort
-    clock: FakeClock
+class Harness(RuntimeHarness):
     events: list[Event]
 
     @property
     def actor(self) -> Caller:
         assert isinstance(self.rt.actor, Caller)
         return self.rt.actor
-
-    def ask(
-        self, msg: Message, *, sender: Any = CLIENT, deadline: float | None = None,
-        correlation_id: str | None = None,
-    ) -> str:  # fmt: skip
-        env = Envelope.model_validate(
-            {
-                "kind": "ask", "id": new_id(), "type": msg.type_name, "version": msg.version,
-                "correlation_id": correlation_id, "deadline": deadline, "target": SELF,
-                "sender": "client", "payload": msg,
-            }
-        )  # fmt: skip
-        self.rt.on_frame(encode(env), sender)
-        return env.id
-
-    def request(self, address: Any = OTHER_ADDR) -> Envelope:
-        """The one request sent to ``address`` since the last look."""
-        envs = self.port.take(address)
-        assert len(envs) == 1, envs
-        assert envs[0].kind == "ask"
-        return envs[0]
 
     def nothing_sent(self) -> None:
         assert self.port.sent == [], [decode_envelope(f) for _, f in self.port.sent]
@@ -229,31 +167,6 @@ class Harness:
         """No request went out (answers to askers may have)."""
         asks = [e for e in (decode_envelope(f) for _, f in self.port.sent) if e.kind == "ask"]
         assert asks == []
-
-    def reply_to(
-        self, req: Envelope, msg: Message, *, degraded: bool = False, from_addr: Any = OTHER_ADDR
-    ) -> None:
-        """Answer an outgoing request as its target would."""
-        env = Envelope.model_validate(
-            {
-                "kind": "reply", "id": new_id(), "type": msg.type_name, "version": msg.version,
-                "correlation_id": req.correlation_id, "causation_id": req.id,
-                "target": req.sender, "sender": req.target, "payload": msg,
-                "degraded": degraded,
-            }
-        )  # fmt: skip
-        self.rt.on_frame(encode(env), from_addr)
-
-    def error_to(self, req: Envelope, code: str, *, from_addr: Any = OTHER_ADDR) -> None:
-        err = ErrorReply(code=code, message="nope", details={})
-        env = Envelope.model_validate(
-            {
-                "kind": "error", "id": new_id(), "type": err.type_name, "version": err.version,
-                "correlation_id": req.correlation_id, "causation_id": req.id,
-                "target": req.sender, "sender": req.target, "payload": err,
-            }
-        )  # fmt: skip
-        self.rt.on_frame(encode(env), from_addr)
 
     def answer(self, req_id: str, address: Any = CLIENT) -> Envelope:
         """The one reply (or error) sent to the asker of ``req_id``."""

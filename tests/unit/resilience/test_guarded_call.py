@@ -7,13 +7,13 @@ advancing the fake clock, ``Queue`` with a scripted admission). No sleeps, no th
 
 from __future__ import annotations
 
-import random
 from collections.abc import Callable, Generator, Iterable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import pytest
 from pydantic import Field
+from resilience_fakes import START, Event, FakeClock, breaker_state, pol, route_of, route_table
 
 from callboard.errors import AskTimeout, RemoteError
 from callboard.messages import Message, is_degraded, mark_degraded
@@ -26,27 +26,11 @@ from callboard.resilience import (
     CircuitOpen,
     Effect,
     Outcome,
-    Policy,
     Queue,
     Route,
     RouteTable,
     guarded_call,
 )
-
-START = 1024.0  # powers of two keep the fake clock's arithmetic exact
-
-
-class FakeClock:
-    """One clock for wall time and monotonic time; tests move it by hand."""
-
-    def __init__(self, now: float = START) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 class GuardedReply(Message):
@@ -59,7 +43,6 @@ class GuardedOther(Message):
     label: str = ""
 
 
-Event = tuple[str, dict[str, Any]]
 Call = Generator[Effect, Any, CallResult]
 
 
@@ -161,8 +144,7 @@ class Setup:
     events: list[Event]
 
     def state(self) -> BreakerState:
-        assert self.route.breaker is not None
-        return self.route.breaker.state
+        return breaker_state(self.route)
 
     def names(self) -> list[str]:
         return [name for name, _ in self.events]
@@ -187,21 +169,8 @@ class Setup:
 def setup(policy: dict[str, Any], *, seed: int = 7) -> Setup:
     clock = FakeClock()
     events: list[Event] = []
-    table = RouteTable(
-        "a",
-        {"b": policy_of(policy)},
-        clock=clock,
-        monotonic=clock,
-        rand=random.Random(seed),
-        on_event=lambda name, fields: events.append((name, fields)),
-    )
-    route = table.route("b")
-    assert route is not None
-    return Setup(route, table, clock, events)
-
-
-def policy_of(raw: dict[str, Any]) -> Policy:
-    return Policy.model_validate(raw)
+    table = route_table("a", {"b": pol(**policy)}, clock=clock, events=events, seed=seed)
+    return Setup(route_of(table, "b"), table, clock, events)
 
 
 def advance_to_attempt(call: Call) -> Attempt:

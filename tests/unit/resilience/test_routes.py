@@ -3,38 +3,17 @@ state, events, breaker admin, bulkhead admission helpers, static replies, counts
 
 from __future__ import annotations
 
-import random
 import threading
 from typing import Any, ClassVar
 
 import pytest
 from pydantic import Field
+from resilience_fakes import START, Event, FakeClock, pol, route_of
+from resilience_fakes import breaker_state as state
+from resilience_fakes import route_table as table
 
 from callboard.messages import Message
-from callboard.resilience import (
-    HOST,
-    BreakerState,
-    BulkheadFull,
-    Policy,
-    Route,
-    RouteTable,
-    route_name,
-)
-
-START = 1024.0
-
-Event = tuple[str, dict[str, Any]]
-
-
-class FakeClock:
-    def __init__(self, now: float = START) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
+from callboard.resilience import HOST, BreakerState, BulkheadFull, Route, RouteTable, route_name
 
 
 class RoutesReply(Message):
@@ -47,44 +26,9 @@ class RoutesOther(Message):
     label: str = ""
 
 
-def pol(**raw: Any) -> Policy:
-    return Policy.model_validate(raw)
-
-
 BREAKER: dict[str, Any] = {
     "size": 4, "min_calls": 2, "failure_rate": 0.5, "open_s": 2.0, "open_max_s": 8.0,
 }  # fmt: skip
-
-
-def table(
-    caller: str,
-    policies: dict[str, Policy],
-    *,
-    clock: FakeClock | None = None,
-    monotonic: FakeClock | None = None,
-    events: list[Event] | None = None,
-) -> RouteTable:
-    clock = clock if clock is not None else FakeClock()
-    sink = events if events is not None else []
-    return RouteTable(
-        caller,
-        policies,
-        clock=clock,
-        monotonic=monotonic if monotonic is not None else clock,
-        rand=random.Random(5),
-        on_event=lambda name, fields: sink.append((name, fields)),
-    )
-
-
-def route_of(t: RouteTable, target: str) -> Route:
-    route = t.route(target)
-    assert route is not None
-    return route
-
-
-def state(route: Route) -> BreakerState:
-    assert route.breaker is not None
-    return route.breaker.state
 
 
 def bulkhead_route(max_concurrent: int = 1, queue: int = 2) -> tuple[Route, FakeClock]:
