@@ -171,6 +171,13 @@ class Actor:
     def unsubscribe(self, pattern: str) -> None:
         self._runtime.messaging.unsubscribe(pattern)
 
+    def delivery_count(self) -> int:
+        """In a ``@consumer`` handler: how many times the message being handled has been
+        delivered, this time included (``1`` the first time; more after a crash, a
+        timeout or a restart of the queue). ``1`` elsewhere."""
+        cur = self._runtime._current
+        return cur.attempt if cur is not None else 1
+
     def current_topic(self) -> str | None:
         """The topic of the event being handled (``None`` outside an event handler)."""
         return self._runtime.messaging.current_topic

@@ -202,8 +202,8 @@ class Messaging:
             if entry is None:
                 settle(item.id, _Refused("not_a_consumer", f"{rt.id} consumes no {batch.queue}"))
                 continue
-            decoded = self._decode(item.type, item.version, item.data, env, item.headers.get(
-                "correlation_id"))  # fmt: skip
+            decoded = self._decode(item.type, item.version, item.data, env,
+                                   item.headers.get("correlation_id"), item.deliveries)  # fmt: skip
             if decoded is None:
                 settle(item.id, _Refused("invalid_message", f"cannot decode {item.type}"))
                 continue
@@ -220,8 +220,9 @@ class Messaging:
         flush()
 
     def _decode(
-        self, type_name: str, version: int, data: Any, batch: Envelope, cid: str | None
-    ) -> tuple[Envelope, Message] | None:
+        self, type_name: str, version: int, data: Any, batch: Envelope, cid: str | None,
+        deliveries: int = 1,
+    ) -> tuple[Envelope, Message] | None:  # fmt: skip
         rt = self._rt
         try:
             msg = lookup(type_name).from_wire(version, data)
@@ -235,7 +236,7 @@ class Messaging:
             kind="tell", id=new_id(), type=type_name, version=version,
             correlation_id=cid or batch.correlation_id, causation_id=batch.id, deadline=None,
             priority=batch.priority, traceparent=batch.traceparent, principal=batch.principal,
-            attempt=1, target=rt.id, sender=batch.sender, payload=msg,
+            attempt=max(1, deliveries), target=rt.id, sender=batch.sender, payload=msg,
         )  # fmt: skip
         return inner, msg
 

@@ -33,7 +33,7 @@ import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 __all__ = [
     "DAEMON_FILE",
@@ -65,6 +65,8 @@ TOKEN_FILE = "admin.token"
 
 DEFAULT_TIMEOUT = 30.0
 _ERROR_TEXT_LIMIT = 300
+
+_T = TypeVar("_T")
 
 
 # --- errors ------------------------------------------------------------------------------
@@ -500,6 +502,61 @@ class AdminClient:
         if not isinstance(changed, list):
             raise ProtocolError(f"POST /v1/breakers: expected a changed list, got {_kind(changed)}")
         return changed
+
+    def queue_stats(self, name: str) -> dict[str, Any]:
+        """Queue ``name``'s depth, consumers and totals (``GET /v1/queues/{name}``'s
+        ``stats``)."""
+        return self._member("GET", f"/v1/queues/{_seg(name)}", "stats", dict)
+
+    def dead_letters(self, name: str, limit: int = 100, offset: int = 0) -> list[Any]:
+        """Up to ``limit`` dead letters of queue ``name``, oldest first, from ``offset``."""
+        query = urllib.parse.urlencode({"limit": limit, "offset": offset})
+        path = f"/v1/queues/{_seg(name)}/dead-letters?{query}"
+        return self._member("GET", path, "dead_letters", list)
+
+    def replay_dead_letters(self, name: str, ids: list[str] | None = None) -> int:
+        """Put dead letters of queue ``name`` (``ids``, or all) back on it; how many."""
+        path = f"/v1/queues/{_seg(name)}/dead-letters/replay"
+        return self._member("POST", path, "replayed", int, {"ids": ids})
+
+    def purge_dead_letters(self, name: str, ids: list[str] | None = None) -> int:
+        """Delete dead letters of queue ``name`` (``ids``, or all) for good; how many."""
+        path = f"/v1/queues/{_seg(name)}/dead-letters/purge"
+        return self._member("POST", path, "purged", int, {"ids": ids})
+
+    def enqueue(
+        self,
+        name: str,
+        type_name: str,
+        data: Any,
+        priority: int = 0,
+        msg_id: str | None = None,
+    ) -> str:
+        """Put message ``type_name`` with fields ``data`` on queue ``name`` (priority 0-9,
+        9 first; ``msg_id``: the idempotency key). Returns the message's id."""
+        body = {"type": type_name, "data": data, "priority": priority, "id": msg_id}
+        return self._member("POST", f"/v1/queues/{_seg(name)}/messages", "id", str, body)
+
+    def bus_stats(self) -> dict[str, Any]:
+        """The event bus's published count and subscriptions (``GET /v1/bus``'s ``stats``)."""
+        return self._member("GET", "/v1/bus", "stats", dict)
+
+    def publish(self, topic: str, type_name: str, data: Any) -> int:
+        """Publish event ``type_name`` with fields ``data`` on ``topic``; returns how many
+        subscriptions it reached."""
+        body = {"topic": topic, "type": type_name, "data": data}
+        return self._member("POST", "/v1/bus/publish", "subscribers", int, body)
+
+    def _member(self, method: str, path: str, key: str, kind: type[_T], body: Any = None) -> _T:
+        """The reply object's ``key``, which must be a ``kind``."""
+        value = self._object(method, path, body).get(key)
+        if not isinstance(value, kind) or isinstance(value, bool):
+            noun = {dict: "an object", list: "a list", int: "an integer", str: "a string"}
+            raise ProtocolError(
+                f"{method} {path}: expected {noun.get(kind, kind.__name__)} under {key!r}, "
+                f"got {_kind(value)}"
+            )
+        return value
 
     def stop(self) -> dict[str, Any]:
         """Ask the daemon to stop (it answers 202 and stops afterwards)."""

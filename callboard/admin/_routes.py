@@ -4,14 +4,18 @@ Each route names the action of :mod:`callboard.security._roles` it performs (``N
 public route, no token and no audit line). An endpoint takes a :class:`Call` and returns
 a :class:`Reply`, or raises: :class:`~callboard.admin._errors.ApiError` or one of the
 runtime's exceptions, which the server turns into the JSON error shape.
+
+An endpoint that takes query parameters reads ``Call.query``, the raw query string (the
+route table matches the path only).
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
-from urllib.parse import unquote
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
+from urllib.parse import parse_qs, unquote
 
 from pydantic import (
     BaseModel,
@@ -23,9 +27,12 @@ from pydantic import (
 )
 
 import callboard
+from callboard.actors._messaging import BUS
 from callboard.admin._errors import ApiError, pydantic_errors
+from callboard.bus._topics import InvalidTopic, validate_topic
 from callboard.config import ChildSpec
-from callboard.errors import InvalidMessage
+from callboard.config._messaging import QUEUE_NAME, queue_actor
+from callboard.errors import InvalidMessage, NoSuchActor
 from callboard.messages import Message, registered_types
 from callboard.resilience import parse_route
 
@@ -62,6 +69,8 @@ class Call:
     on_stop: Callable[[], None] | None
     audit: dict[str, Any] = field(default_factory=dict)
     """``target`` and extra fields for the audit line; an endpoint may refine them."""
+    query: str = ""
+    """The request's query string, undecoded (``limit=10&offset=20``), without the ``?``."""
 
 
 @dataclass
@@ -186,6 +195,52 @@ class _SetBreaker(_Body):
         return v
 
 
+_MsgId = Annotated[str, Field(min_length=1, max_length=128)]
+"""A queued message's id (the store's limit)."""
+_MAX_IDS = 10_000
+"""Most dead-letter ids one replay or purge request may name."""
+
+
+class _DeadLetterIds(_Body):
+    """``POST /v1/queues/{name}/dead-letters/replay`` and ``/purge``."""
+
+    ids: list[_MsgId] | None = Field(max_length=_MAX_IDS)
+    """Required: the dead letters' ids, or ``null`` for every one of them."""
+
+
+class _Enqueue(_Body):
+    """``POST /v1/queues/{name}/messages``."""
+
+    type: str = Field(min_length=1)
+    data: dict[str, Any] = Field(default_factory=dict)
+    version: int | None = Field(None, ge=1)
+    priority: int = Field(0, ge=0, le=9)
+    id: _MsgId | None = None
+    """The idempotency key (default: a fresh id); the same id again within the queue's
+    ``dedupe_window`` is dropped as a duplicate."""
+
+
+class _Publish(_Body):
+    """``POST /v1/bus/publish``."""
+
+    topic: str = Field(min_length=1)
+    type: str = Field(min_length=1)
+    data: dict[str, Any] = Field(default_factory=dict)
+    version: int | None = Field(None, ge=1)
+
+    @field_validator("topic")
+    @classmethod
+    def _topic(cls, v: str) -> str:
+        return validate_topic(v)  # InvalidTopic, a ValueError("invalid_topic: ...")
+
+
+class _Page(_Body):
+    """``GET /v1/queues/{name}/dead-letters``'s query parameters."""
+
+    limit: int = Field(100, ge=1, le=10_000)
+    offset: int = Field(0, ge=0)
+
+
 _B = TypeVar("_B", bound=_Body)
 
 
@@ -199,29 +254,94 @@ def _parse(model: type[_B], body: dict[str, Any]) -> _B:
         ) from None  # fmt: skip
 
 
-def _message(req: _Send) -> Message:
-    """The message ``req`` describes, validated like an inbound wire message."""
-    cls = registered_types().get(req.type)
+def _query(model: type[_B], query: str) -> _B:
+    """``query`` (``a=1&b=2``) validated by ``model``; errors are located under
+    ``["query", <parameter>]``."""
+    try:
+        pairs = parse_qs(query, keep_blank_values=True, strict_parsing=bool(query),
+                         max_num_fields=32)  # fmt: skip
+    except ValueError as exc:
+        raise ApiError(
+            400, "invalid_request", f"invalid query string: {exc}",
+            {"errors": [{"loc": ["query"], "msg": str(exc), "type": "value_error"}]},
+        ) from None  # fmt: skip
+    repeated = sorted(k for k, v in pairs.items() if len(v) > 1)
+    if repeated:
+        raise ApiError(
+            400, "invalid_request", f"query parameter {repeated[0]!r} given more than once",
+            {"errors": [{"loc": ["query", k], "msg": "given more than once", "type": "repeated"}
+                        for k in repeated]},
+        )  # fmt: skip
+    try:
+        return model.model_validate({k: v[0] for k, v in pairs.items()})
+    except ValidationError as exc:
+        raise ApiError(
+            400, "invalid_request", f"invalid query string: {exc.error_count()} error(s)",
+            {"errors": pydantic_errors(exc, ("query",))},
+        ) from None  # fmt: skip
+
+
+def _message(
+    type_name: str, version: int | None, fields: dict[str, Any], where: str = "payload"
+) -> Message:
+    """Message ``type_name`` with ``fields`` (the body's key ``where``), validated like an
+    inbound wire message."""
+    cls = registered_types().get(type_name)
     if cls is None:
         raise ApiError(
-            400, "invalid_message", f"unknown message type {req.type!r}",
+            400, "invalid_message", f"unknown message type {type_name!r}",
             {
                 "reason": "unknown_type",
-                "type": req.type,
+                "type": type_name,
                 "errors": [
                     {"loc": ["type"], "msg": "unknown message type", "type": "unknown_type"}
                 ],
             },
         )  # fmt: skip
     try:
-        return cls.from_wire(cls.version if req.version is None else req.version, req.payload)
+        return cls.from_wire(cls.version if version is None else version, fields)
     except InvalidMessage as exc:
         details = dict(exc.details)
         if isinstance(details.get("errors"), list):  # locations from the body's root
             details["errors"] = [
-                {**e, "loc": ["payload", *e.get("loc", [])]} for e in details["errors"]
+                {**e, "loc": [where, *e.get("loc", [])]} for e in details["errors"]
             ]
         raise ApiError(400, exc.code, exc.message, details) from None
+
+
+_QUEUE_NAME = re.compile(QUEUE_NAME)
+
+
+def _queue(call: Call) -> str:
+    """The path's queue name, checked (``[A-Za-z0-9_-]{1,64}``, as ``[queues]`` takes)."""
+    name = call.params["name"]
+    if not _QUEUE_NAME.fullmatch(name):
+        msg = "a queue name is 1 to 64 letters, digits, '_' or '-'"
+        raise ApiError(
+            400, "invalid_request", f"invalid queue name {name!r}: {msg}",
+            {"errors": [{"loc": ["path", "name"], "msg": msg, "type": "string_pattern_mismatch"}]},
+        )  # fmt: skip
+    return name
+
+
+def _no_queue(name: str, exc: NoSuchActor) -> Exception:
+    """``NoSuchActor("queue.<name>")`` as the 404 ``no_such_actor`` it maps to anyway,
+    saying that it is the queue which is missing (another name: ``exc`` as it is)."""
+    if exc.name != queue_actor(name):
+        return exc
+    return ApiError(
+        404, "no_such_actor", f"no queue named {name!r} (no actor {exc.name!r}: is it declared "
+        "under [queues]?)", {"actor": exc.name, "queue": name},
+    )  # fmt: skip
+
+
+def _no_bus(exc: NoSuchActor) -> Exception:
+    if exc.name != BUS:
+        return exc
+    return ApiError(
+        404, "no_such_actor", "no event bus (no actor 'bus'): enable it with [bus] enabled = true",
+        {"actor": exc.name},
+    )  # fmt: skip
 
 
 # -- endpoints -----------------------------------------------------------------------------
@@ -311,7 +431,7 @@ def _messages(call: Call) -> Reply:
 def _ask(call: Call) -> Reply:
     req = _parse(_Send, call.body)
     call.audit["message_type"] = req.type
-    msg = _message(req)
+    msg = _message(req.type, req.version, req.payload)
     reply = call.system.ask(call.params["name"], msg, timeout=req.timeout)
     if reply is None:
         return Reply(200, {"type": None, "payload": None})
@@ -321,7 +441,7 @@ def _ask(call: Call) -> Reply:
 def _tell(call: Call) -> Reply:
     req = _parse(_Send, call.body)
     call.audit["message_type"] = req.type
-    call.system.tell(call.params["name"], _message(req))
+    call.system.tell(call.params["name"], _message(req.type, req.version, req.payload))
     return Reply(202, {"accepted": True})
 
 
@@ -347,6 +467,80 @@ def _set_breaker(call: Call) -> Reply:
     return Reply(200, {"changed": changed})
 
 
+def _queue_stats(call: Call) -> Reply:
+    name = _queue(call)
+    try:
+        return Reply(200, {"stats": call.system.queue_stats(name)})
+    except NoSuchActor as exc:
+        raise _no_queue(name, exc) from None
+
+
+def _dead_letters(call: Call) -> Reply:
+    name = _queue(call)
+    page = _query(_Page, call.query)
+    try:
+        items = call.system.dead_letters(name, limit=page.limit, offset=page.offset)
+    except NoSuchActor as exc:
+        raise _no_queue(name, exc) from None
+    return Reply(200, {"dead_letters": items})
+
+
+def _replay(call: Call) -> Reply:
+    name = _queue(call)
+    req = _parse(_DeadLetterIds, call.body)
+    call.audit["all"] = req.ids is None
+    try:
+        return Reply(200, {"replayed": call.system.replay_dead_letters(name, req.ids)})
+    except NoSuchActor as exc:
+        raise _no_queue(name, exc) from None
+
+
+def _purge(call: Call) -> Reply:
+    name = _queue(call)
+    req = _parse(_DeadLetterIds, call.body)
+    call.audit["all"] = req.ids is None
+    try:
+        return Reply(200, {"purged": call.system.purge_dead_letters(name, req.ids)})
+    except NoSuchActor as exc:
+        raise _no_queue(name, exc) from None
+
+
+def _enqueue(call: Call) -> Reply:
+    name = _queue(call)
+    req = _parse(_Enqueue, call.body)
+    call.audit["message_type"] = req.type
+    msg = _message(req.type, req.version, req.data, where="data")
+    try:
+        msg_id = call.system.enqueue(name, msg, priority=req.priority, msg_id=req.id)
+    except NoSuchActor as exc:
+        raise _no_queue(name, exc) from None
+    return Reply(202, {"id": msg_id})
+
+
+def _bus_stats(call: Call) -> Reply:
+    try:
+        return Reply(200, {"stats": call.system.bus_stats()})
+    except NoSuchActor as exc:
+        raise _no_bus(exc) from None
+
+
+def _publish(call: Call) -> Reply:
+    req = _parse(_Publish, call.body)
+    call.audit["target"] = req.topic
+    call.audit["message_type"] = req.type
+    event = _message(req.type, req.version, req.data, where="data")
+    try:
+        count = call.system.publish(req.topic, event)
+    except NoSuchActor as exc:
+        raise _no_bus(exc) from None
+    except InvalidTopic as exc:  # checked with the body already: a safety net
+        raise ApiError(
+            400, "invalid_request", str(exc),
+            {"errors": [{"loc": ["topic"], "msg": str(exc), "type": "value_error"}]},
+        ) from None  # fmt: skip
+    return Reply(200, {"subscribers": count})
+
+
 def _stop(call: Call) -> Reply:
     return Reply(202, {"stopping": True}, after=call.on_stop or call.system.stop)
 
@@ -364,6 +558,8 @@ def _route(
 
 _SUP = "/v1/supervisors/{sup}"
 _CHILD = _SUP + "/children/{id}"
+_QUEUE = "/v1/queues/{name}"
+_DLQ = _QUEUE + "/dead-letters"
 
 ROUTES: tuple[Route, ...] = (
     _route("GET", "/healthz", None, _healthz),
@@ -383,6 +579,13 @@ ROUTES: tuple[Route, ...] = (
     _route("POST", "/v1/actors/{name}/kill", "kill", _kill, "{name}"),
     _route("GET", "/v1/breakers", "breakers", _breakers),
     _route("POST", "/v1/breakers", "set_breaker", _set_breaker, has_body=True),
+    _route("GET", _QUEUE, "queue_stats", _queue_stats, "{name}"),
+    _route("GET", _DLQ, "dead_letters", _dead_letters, "{name}"),
+    _route("POST", _DLQ + "/replay", "replay_dead_letters", _replay, "{name}", has_body=True),
+    _route("POST", _DLQ + "/purge", "purge_dead_letters", _purge, "{name}", has_body=True),
+    _route("POST", _QUEUE + "/messages", "enqueue", _enqueue, "{name}", has_body=True),
+    _route("GET", "/v1/bus", "bus_stats", _bus_stats),
+    _route("POST", "/v1/bus/publish", "publish", _publish, has_body=True),
     _route("POST", "/v1/stop", "stop", _stop),
     _route("GET", "/metrics", "metrics", _metrics),
 )

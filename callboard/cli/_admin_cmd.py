@@ -15,6 +15,7 @@ import argparse
 import json
 import os
 import sys
+import time
 import urllib.parse
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeAlias
@@ -64,6 +65,13 @@ _ACTIONS = {
     "breakers": "breakers",
     "breakers --open": "set_breaker",
     "breakers --close": "set_breaker",
+    "queues": "queue_stats",
+    "dlq list": "dead_letters",
+    "dlq replay": "replay_dead_letters",
+    "dlq purge": "purge_dead_letters",
+    "enqueue": "enqueue",
+    "bus": "bus_stats",
+    "publish": "publish",
     "stop": "stop",
 }
 
@@ -100,6 +108,22 @@ def _seconds(text: str) -> float:
     if not value > 0 or value == float("inf"):
         raise argparse.ArgumentTypeError(f"must be a positive number of seconds: {text!r}")
     return value
+
+
+def _int_in(low: int, high: int | None, what: str) -> Callable[[str], int]:
+    """An argparse type: an integer from ``low`` to ``high`` (``None``: no upper bound)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < low or (high is not None and value > high):
+            bounds = f"from {low} to {high}" if high is not None else f">= {low}"
+            raise argparse.ArgumentTypeError(f"{what} must be an integer {bounds}, not {text!r}")
+        return value
+
+    return parse
 
 
 def _json_object(text: str) -> dict[str, Any]:
@@ -183,9 +207,9 @@ def register(subparsers: Subparsers) -> None:
     actions = admin.add_subparsers(dest="admin_command", metavar="SUBCOMMAND", required=True)
 
     def sub(
-        name: str, text: str, handler: Handler, timeout: bool = True
+        name: str, text: str, handler: Handler, timeout: bool = True, group: Subparsers = actions
     ) -> argparse.ArgumentParser:
-        parser = actions.add_parser(name, help=text, description=text[:1].upper() + text[1:])
+        parser = group.add_parser(name, help=text, description=text[:1].upper() + text[1:])
         _add_common(parser, nested=True, timeout=timeout)
         parser.set_defaults(admin_handler=handler, admin_parser=parser)
         return parser
@@ -258,6 +282,67 @@ def register(subparsers: Subparsers) -> None:
         metavar="ROUTE",
         help="force closed: ROUTE's breaker starts a fresh window (and can trip again)",
     )
+    p = sub("queues", "a queue's depth, consumers and totals", _queues)
+    p.add_argument("name", metavar="NAME", help="queue name (as declared under [queues])")
+    dlq = actions.add_parser(
+        "dlq",
+        help="a queue's dead letters: list, replay or purge them",
+        description="A queue's dead letters: list, replay or purge them.",
+    )
+    dlq_actions = dlq.add_subparsers(dest="dlq_command", metavar="ACTION", required=True)
+    p = sub("list", "a queue's dead letters, oldest first", _dlq_list, group=dlq_actions)
+    p.add_argument("name", metavar="NAME", help="queue name")
+    p.add_argument(
+        "--limit",
+        metavar="N",
+        type=_int_in(1, 10_000, "--limit"),
+        default=100,
+        help="at most N dead letters (default 100, at most 10000)",
+    )
+    p.add_argument(
+        "--offset",
+        metavar="N",
+        type=_int_in(0, None, "--offset"),
+        default=0,
+        help="skip the N oldest (default 0)",
+    )
+    for name, text, handler in (
+        ("replay", "put dead letters back on their queue (all, or those --id names)", _dlq_replay),
+        ("purge", "delete dead letters for good (those --id names, or all with --yes)", _dlq_purge),
+    ):
+        p = sub(name, text, handler, group=dlq_actions)
+        p.add_argument("name", metavar="NAME", help="queue name")
+        p.add_argument(
+            "--id",
+            dest="ids",
+            metavar="ID",
+            action="append",
+            help="a dead letter's id (repeat for several)",
+        )
+    p.add_argument("--yes", action="store_true", help="without --id: yes, purge every dead letter")
+    p = sub("enqueue", "put a message on a queue", _enqueue)
+    p.add_argument("name", metavar="NAME", help="queue name")
+    p.add_argument("type", metavar="TYPE", help="message type name")
+    p.add_argument("data", metavar="JSON", type=_json_object, help="message fields")
+    p.add_argument(
+        "--priority",
+        metavar="P",
+        type=_int_in(0, 9, "--priority"),
+        default=0,
+        help="0 (default) to 9; higher priorities are delivered first",
+    )
+    p.add_argument(
+        "--id",
+        dest="msg_id",
+        metavar="ID",
+        help="the message's id, its idempotency key (default: a fresh one); the same id "
+        "again within the queue's dedupe_window is dropped as a duplicate",
+    )
+    p = sub("publish", "publish an event on the bus", _publish)
+    p.add_argument("topic", metavar="TOPIC", help="dotted topic, e.g. orders.created")
+    p.add_argument("type", metavar="TYPE", help="message type name")
+    p.add_argument("data", metavar="JSON", type=_json_object, help="message fields")
+    sub("bus", "the event bus: published count and subscriptions", _bus)
     sub("stop", "stop the daemon", _stop)
 
 
@@ -422,6 +507,142 @@ def _next_trial(state: Any, seconds: Any) -> str:
     return f"{seconds:.1f}s" if seconds < 60 else _render.fmt_duration(seconds)
 
 
+def _queues(client: AdminClient, args: argparse.Namespace) -> Output:
+    stats = client.queue_stats(args.name)
+    return stats, _queue_lines(stats)
+
+
+_QUEUE_KEYS = ("queue", "durable", "ready", "in_flight", "dead_letters", "depth_by_priority",
+               "consumers")  # fmt: skip
+"""``GET /v1/queues/{name}`` fields shown first; the others follow in reply order."""
+
+
+def _queue_lines(stats: dict[str, Any]) -> str:
+    """Queue stats as key/value lines: ``depth_by_priority`` as ``p9=2, p3=1`` (highest
+    first, empty priorities left out), consumers as ``w1 (prefetch 10, in_flight 2)``."""
+    keys = [k for k in _QUEUE_KEYS if k in stats] + [k for k in stats if k not in _QUEUE_KEYS]
+    pairs = []
+    for key in keys:
+        value = stats[key]
+        if key == "depth_by_priority" and isinstance(value, dict):
+            depths = [(str(p), n) for p, n in value.items() if n]
+            depths.sort(key=lambda pn: int(pn[0]) if pn[0].isdigit() else -1, reverse=True)
+            text = ", ".join(f"p{p}={_render.fmt_value(n)}" for p, n in depths) or "-"
+        else:
+            text = _cell(value)
+        pairs.append((key, text))
+    return _render.key_values(pairs)
+
+
+def _cell(value: Any) -> str:
+    """A stats value in one cell: objects as ``k=v, ...`` (nested: ``k (k2 v2, ...)``),
+    an empty one as ``-``."""
+    if not isinstance(value, dict):
+        return _render.fmt_value(value)
+    parts = []
+    for key, inner in value.items():
+        if isinstance(inner, dict):
+            fields = ", ".join(f"{k} {_render.fmt_value(v)}" for k, v in inner.items())
+            parts.append(f"{key} ({fields})")
+        else:
+            parts.append(f"{key}={_render.fmt_value(inner)}")
+    return ", ".join(parts) or "-"
+
+
+_DLQ_HEADERS = ("ID", "TYPE", "REASON", "DELIVERIES", "DEAD AT", "DETAIL")
+_DETAIL_WIDTH = 60
+
+
+def _dlq_list(client: AdminClient, args: argparse.Namespace) -> Output:
+    rows = [r for r in client.dead_letters(args.name, args.limit, args.offset)
+            if isinstance(r, dict)]  # fmt: skip
+    if not rows:
+        where = f" from offset {args.offset}" if args.offset else ""
+        return rows, f"no dead letters in {args.name}{where}"
+    cells = [
+        [
+            _render.fmt_value(r.get("id")),
+            _render.fmt_value(r.get("type")),
+            _render.fmt_value(r.get("reason")),
+            _render.fmt_value(r.get("deliveries")),
+            _utc(r.get("dead_at")),
+            _shorten(r.get("detail")),
+        ]
+        for r in rows
+    ]
+    text = _render.table(_DLQ_HEADERS, cells, right={3})
+    if len(rows) >= args.limit:
+        text += f"\n(the first {args.limit}; more with --offset {args.offset + args.limit})"
+    return rows, text
+
+
+def _utc(epoch: Any) -> str:
+    if isinstance(epoch, bool) or not isinstance(epoch, int | float):
+        return _render.fmt_value(epoch)
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
+
+
+def _shorten(detail: Any) -> str:
+    text = " ".join(_render.fmt_value(detail).split()) if detail not in (None, "") else "-"
+    return text if len(text) <= _DETAIL_WIDTH else text[: _DETAIL_WIDTH - 3] + "..."
+
+
+def _dlq_replay(client: AdminClient, args: argparse.Namespace) -> Output:
+    count = client.replay_dead_letters(args.name, args.ids)
+    return {"replayed": count}, _dead_letters_done("replayed", count, args)
+
+
+def _dlq_purge(client: AdminClient, args: argparse.Namespace) -> Output:
+    count = client.purge_dead_letters(args.name, args.ids)
+    return {"purged": count}, _dead_letters_done("purged", count, args)
+
+
+def _dead_letters_done(done: str, count: int, args: argparse.Namespace) -> str:
+    text = f"{done} {count} dead letter{'' if count == 1 else 's'} of {args.name}"
+    asked = len(set(args.ids or ()))
+    if asked > count:
+        text += f" ({asked - count} of the {asked} ids given are not dead letters of {args.name})"
+    return text
+
+
+def _enqueue(client: AdminClient, args: argparse.Namespace) -> Output:
+    msg_id = client.enqueue(args.name, args.type, args.data, args.priority, args.msg_id)
+    return {"id": msg_id}, f"enqueued {args.type} on {args.name} (id {msg_id})"
+
+
+def _publish(client: AdminClient, args: argparse.Namespace) -> Output:
+    count = client.publish(args.topic, args.type, args.data)
+    reached = f"{count} subscription{'' if count == 1 else 's'}"
+    return {"subscribers": count}, f"published {args.type} on {args.topic} to {reached}"
+
+
+_BUS_HEADERS = ("SUBSCRIPTION", "PATTERN", "SUBSCRIBER", "DEPTH", "IN FLIGHT", "DELIVERED",
+                "DROPPED", "REJECTED", "DEAD LETTERED", "LOST")  # fmt: skip
+_BUS_FIELDS = ("depth", "in_flight", "delivered", "dropped", "rejected", "dead_lettered", "lost")
+
+
+def _bus(client: AdminClient, args: argparse.Namespace) -> Output:
+    stats = client.bus_stats()
+    subs = stats.get("subscriptions")
+    subs = subs if isinstance(subs, dict) else {}
+    pairs = [(k, _cell(v)) for k, v in stats.items() if k != "subscriptions"]
+    lines = _render.key_values(pairs)
+    if not subs:
+        return stats, f"{lines}\n\nno subscriptions"
+    cells = [
+        [
+            str(sub_id),
+            _render.fmt_value(s.get("pattern")),
+            "host" if s.get("subscriber") is None else _render.fmt_value(s.get("subscriber")),
+            *(_render.fmt_value(s.get(f)) for f in _BUS_FIELDS),
+        ]
+        for sub_id, s in subs.items()
+        if isinstance(s, dict)
+    ]
+    table = _render.table(_BUS_HEADERS, cells, right=set(range(3, len(_BUS_HEADERS))))
+    return stats, f"{lines}\n\n{table}"
+
+
 def _stop(client: AdminClient, args: argparse.Namespace) -> Output:
     return client.stop(), "stop requested: the daemon is shutting down"
 
@@ -451,13 +672,11 @@ def run(args: argparse.Namespace) -> int:
         read_token,
     )
 
-    if args.admin_command == "start-child" and args.child_id is not None and args.args is None:
+    refusal = _usage_error(args)
+    if refusal is not None:
         parser: argparse.ArgumentParser = args.admin_parser
         parser.print_usage(sys.stderr)
-        print(
-            f"{parser.prog}: error: --id goes with --args (with --spec, put the id in the spec)",
-            file=sys.stderr,
-        )
+        print(f"{parser.prog}: error: {refusal}", file=sys.stderr)
         return EXIT_USAGE
     handler: Handler = args.admin_handler
     endpoint: Endpoint | None = None
@@ -500,6 +719,19 @@ def run(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _usage_error(args: argparse.Namespace) -> str | None:
+    """What is wrong with arguments argparse accepted, checked before any request."""
+    command = args.admin_command
+    if command == "start-child" and args.child_id is not None and args.args is None:
+        return "--id goes with --args (with --spec, put the id in the spec)"
+    if command == "dlq" and args.dlq_command == "purge" and not args.ids and not args.yes:
+        return (
+            f"purging every dead letter of {args.name} cannot be undone: pass --yes to "
+            "confirm (or --id ID to purge some)"
+        )
+    return None
+
+
 def _command(args: argparse.Namespace) -> str:
     """The subcommand as the 403 hint names it (``breakers --open``: another action)."""
     command: str = args.admin_command
@@ -507,6 +739,8 @@ def _command(args: argparse.Namespace) -> str:
         return "breakers --open"
     if command == "breakers" and args.close_route is not None:
         return "breakers --close"
+    if command == "dlq":
+        return f"dlq {args.dlq_command}"
     return command
 
 

@@ -162,7 +162,10 @@ class QueueActor(Actor):
         self._waiting.append(fut)
         left = self.remaining()
         if left is not None:
-            self.sleep(max(0.0, left)).add_done_callback(lambda _f: _resolve(fut, False))
+            # Give up a little before the deadline, so the producer hears ``queue_full``
+            # rather than timing out on its side.
+            give_up = max(0.0, left - min(0.05, left / 10))
+            self.sleep(give_up).add_done_callback(lambda _f: _resolve(fut, False))
         return fut
 
     def _room_freed(self) -> None:

@@ -1098,8 +1098,9 @@ class SqliteStore(QueueStore):
         self._totals: dict[str, int] = {}
         self._saved: dict[str, int] = {}
         try:
-            self._db.execute("PRAGMA journal_mode=WAL")
+            # synchronous first: switching a new file to WAL syncs as synchronous says
             self._db.execute(f"PRAGMA synchronous={_SYNCHRONOUS[fsync]}")
+            self._db.execute("PRAGMA journal_mode=WAL")
             self._init_schema()
             self._load()
         except BaseException:

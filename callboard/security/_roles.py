@@ -20,6 +20,9 @@ ACTIONS: dict[str, Role] = {
     "get_childspec": "viewer",
     "metrics": "viewer",
     "breakers": "viewer",
+    "queue_stats": "viewer",
+    "dead_letters": "viewer",
+    "bus_stats": "viewer",
     # operate
     "ask": "operator",
     "tell": "operator",
@@ -28,9 +31,13 @@ ACTIONS: dict[str, Role] = {
     "restart_child": "operator",
     "delete_child": "operator",
     "set_breaker": "operator",
+    "replay_dead_letters": "operator",
+    "enqueue": "operator",
+    "publish": "operator",
     # destructive
     "kill": "admin",
     "stop": "admin",
+    "purge_dead_letters": "admin",  # deletes messages for good
 }
 """Each admin API action and the least role that may perform it (roles are ordered:
 viewer < operator < admin)."""
