@@ -65,6 +65,7 @@ __all__ = [
     "HistoryEntry",
     "MemoryStore",
     "MessageInfo",
+    "MessageState",
     "MessageTuple",
     "NackResult",
     "NewMessage",
@@ -1074,12 +1075,17 @@ def _load_headers(text: str | None) -> dict[str, str]:
 
 class SqliteStore(QueueStore):
     """The durable store: one SQLite file in WAL mode, one connection, one ``BEGIN
-    IMMEDIATE`` transaction per call (batch calls included), so a crash loses at most the
-    call in progress (``fsync="always"``) or, with ``"normal"``, the last commits before
-    an OS crash or power loss (never consistency). ``"off"`` leaves syncing to the OS.
+    IMMEDIATE`` transaction per call (batch calls included): a call either happened
+    entirely or not at all, and a crash of the process never loses a call that returned.
 
-    The sequence counter and totals live in a ``meta`` table, written at each commit;
-    the ready + in-flight count is cached in memory (reloaded after a failed transaction)
+    ``fsync`` says what survives an OS crash or power loss: ``"always"``
+    (``synchronous=FULL``) syncs at every commit, so every returned call; ``"normal"``
+    (``NORMAL``) syncs at checkpoints only, so the last commits may be lost, but the file
+    stays consistent; ``"off"`` never syncs, so the file may be corrupted.
+
+    The file must have one owner (one store, used from the thread that opened it): the
+    sequence counter and totals live in a ``meta`` table written at each commit, and the
+    ready + in-flight count is cached in memory (reloaded after a failed transaction)
     because ``count(*)`` would scan the table on every enqueue. :meth:`stats` counts with
     queries, so it costs O(messages).
     """

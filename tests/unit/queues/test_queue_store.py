@@ -4,6 +4,7 @@ sequences. Every test runs against both stores."""
 
 from __future__ import annotations
 
+import random
 import shutil
 import sqlite3
 import tempfile
@@ -15,7 +16,7 @@ from typing import TypeVar
 import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from callboard.queues import (
     Delivery,
@@ -343,8 +344,8 @@ def test_release_returns_a_dead_consumers_leases(store: QueueStore) -> None:
     assert drain(store, "x", 2.0) == ["m0", "m1", "m3"]
 
 
-def test_release_applies_max_deliveries() -> None:
-    store = MemoryStore(StoreLimits(max_length=10, max_deliveries=1, dedupe_window_s=1.0))
+def test_release_applies_max_deliveries(stores: Stores) -> None:
+    store = stores.open(StoreLimits(max_length=10, max_deliveries=1, dedupe_window_s=1.0))
     put(store, "a")
     store.lease("w", 1, 0.0, VT)
     assert store.release("w", 1.0) == ["a"]
@@ -730,20 +731,21 @@ def test_close_is_idempotent(store: QueueStore) -> None:
 
 # --- both stores agree ---------------------------------------------------------------------
 
-IDS = [f"m{i}" for i in range(6)]  # few ids and consumers: acks and nacks often hit
+IDS = [f"m{i}" for i in range(8)]  # few ids and consumers: settling often hits a lease
 CONSUMERS = ["c1", "c2"]
-SMALL = StoreLimits(max_length=6, max_deliveries=2, dedupe_window_s=10.0)
+SMALL = StoreLimits(max_length=4, max_deliveries=2, dedupe_window_s=10.0)
+OUTCOMES = ["ack", "requeue", "reject"]
 
 
-class SameBehaviour(RuleBasedStateMachine):
-    """Random operation sequences give the same results and states in both stores."""
+class Twins:
+    """A MemoryStore and a SqliteStore driven alike; every result must be equal."""
 
-    def __init__(self) -> None:
-        super().__init__()
-        self.dir = Path(tempfile.mkdtemp(prefix="queue-store-"))
+    def __init__(self, tmp: Path) -> None:
+        self.path = tmp / "twin.db"
         self.memory = MemoryStore(SMALL)
-        self.sqlite = SqliteStore(self.dir / "q.db", SMALL, fsync="off")
+        self.sqlite = SqliteStore(self.path, SMALL, fsync="off")
         self.now = 0.0
+        self.held: list[tuple[str, str]] = []  # (consumer, msg_id) leased, maybe stale now
 
     def both(self, op: Callable[[QueueStore], T]) -> T:
         expected = op(self.memory)
@@ -751,74 +753,63 @@ class SameBehaviour(RuleBasedStateMachine):
         assert actual == expected
         return expected
 
-    @rule(dt=st.sampled_from([0.0, 1.0, 2.5, 10.0]))  # 10.0: exactly the dedupe window
-    def tick(self, dt: float) -> None:
+    def tick(self, dt: float, expire: bool) -> None:
         self.now += dt
+        if expire:
+            self.both(lambda s: s.expire(self.now))
 
-    @rule(msg_id=st.sampled_from(IDS), priority=st.integers(0, 9), tagged=st.booleans())
     def enqueue(self, msg_id: str, priority: int, tagged: bool) -> None:
         headers = {"correlation_id": msg_id} if tagged else None
-        self.both(lambda s: s.enqueue(msg_id, "t", 1, msg_id.encode(), priority, headers,
-                                      self.now))  # fmt: skip
+        payload = msg_id.encode()
+        self.both(lambda s: s.enqueue(msg_id, "t", 1, payload, priority, headers, self.now))
 
-    @rule(batch=st.lists(st.tuples(st.sampled_from(IDS), st.integers(0, 9)), max_size=5))
     def enqueue_many(self, batch: list[tuple[str, int]]) -> None:
         items = [NewMessage(i, "t", 2, i.encode() * 2, p) for i, p in batch]
         self.both(lambda s: s.enqueue_many(items, self.now))
 
-    @rule(
-        consumer=st.sampled_from(CONSUMERS),
-        n=st.integers(0, 4),
-        vt=st.sampled_from([1.0, 2.5, 10.0]),
-    )
     def lease(self, consumer: str, n: int, vt: float) -> None:
-        self.both(lambda s: s.lease(consumer, n, self.now, vt))
+        leased = self.both(lambda s: s.lease(consumer, n, self.now, vt))
+        self.held += [(consumer, d.msg_id) for d in leased]
 
-    @rule(consumer=st.sampled_from(CONSUMERS), msg_ids=st.lists(st.sampled_from(IDS), max_size=4))
-    def ack(self, consumer: str, msg_ids: list[str]) -> None:
-        self.both(lambda s: s.ack(consumer, msg_ids, self.now))
+    def settle(self, pick: int, outcome: str, reason: str) -> None:
+        """Settle one lease handed out before (stale if it was taken back meanwhile)."""
+        if not self.held:
+            return
+        consumer, msg_id = self.held.pop(pick % len(self.held))
+        self.settle_any(consumer, msg_id, outcome, reason)
 
-    @rule(
-        consumer=st.sampled_from(CONSUMERS),
-        msg_id=st.sampled_from(IDS),
-        requeue=st.booleans(),
-        reason=st.sampled_from(["", "boom"]),
-    )
-    def nack(self, consumer: str, msg_id: str, requeue: bool, reason: str) -> None:
-        self.both(lambda s: s.nack(consumer, msg_id, self.now, requeue, reason))
+    def settle_any(self, consumer: str, msg_id: str, outcome: str, reason: str) -> None:
+        if outcome == "ack":
+            self.both(lambda s: s.ack(consumer, [msg_id], self.now))
+        else:
+            requeue = outcome == "requeue"
+            self.both(lambda s: s.nack(consumer, msg_id, self.now, requeue, reason, "why"))
 
-    @rule()
-    def expire(self) -> None:
-        self.both(lambda s: s.expire(self.now))
-
-    @rule(consumer=st.sampled_from(CONSUMERS))
     def release(self, consumer: str) -> None:
         self.both(lambda s: s.release(consumer, self.now))
 
-    @rule()
     def recover(self) -> None:
         self.both(lambda s: s.recover(self.now))
 
-    @rule(msg_ids=st.none() | st.lists(st.sampled_from(IDS), max_size=3))
     def replay(self, msg_ids: list[str] | None) -> None:
         self.both(lambda s: s.replay(msg_ids, self.now))
 
-    @rule(msg_ids=st.none() | st.lists(st.sampled_from(IDS), max_size=3))
     def purge(self, msg_ids: list[str] | None) -> None:
         self.both(lambda s: s.purge_dead_letters(msg_ids))
 
-    @rule(msg_id=st.sampled_from(IDS), reason=st.sampled_from(["undeliverable", "x"]))
     def add_dead_letter(self, msg_id: str, reason: str) -> None:
-        self.both(lambda s: s.add_dead_letter(msg_id, "t", 3, b"d", 4, {"a": "b"}, reason,
-                                              "detail", self.now))  # fmt: skip
+        headers = {"a": "b"}
+        self.both(
+            lambda s: s.add_dead_letter(
+                msg_id, "t", 3, b"d", 4, headers, reason, "detail", self.now
+            )
+        )
 
-    @rule()
     def reopen(self) -> None:
         self.sqlite.close()
-        self.sqlite = SqliteStore(self.dir / "q.db", SMALL, fsync="off")
+        self.sqlite = SqliteStore(self.path, SMALL, fsync="off")
 
-    @invariant()
-    def same_state(self) -> None:
+    def check(self) -> None:
         self.both(lambda s: s.stats())
         self.both(lambda s: s.length())
         self.both(lambda s: s.next_expiry())
@@ -828,18 +819,133 @@ class SameBehaviour(RuleBasedStateMachine):
         assert stats.ready == sum(stats.depth_by_priority.values())
         assert stats.in_flight == sum(stats.in_flight_by_consumer.values())
 
-    def teardown(self) -> None:
+    def close(self) -> None:
         self.sqlite.close()
+
+
+ids_or_all = st.none() | st.lists(st.sampled_from(IDS), max_size=3)
+
+
+class SameBehaviour(RuleBasedStateMachine):
+    """Random operation sequences (shrunk on failure) give the same results in both stores."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.dir = Path(tempfile.mkdtemp(prefix="queue-store-"))
+        self.twins = Twins(self.dir)
+
+    @rule(dt=st.sampled_from([0.0, 1.0, 2.5, 10.0]), expire=st.booleans())
+    def tick(self, dt: float, expire: bool) -> None:
+        """Time passes (10.0 is exactly the dedupe window); the owner may expire leases."""
+        self.twins.tick(dt, expire)
+
+    @rule(msg_id=st.sampled_from(IDS), priority=st.integers(0, 9), tagged=st.booleans())
+    def enqueue(self, msg_id: str, priority: int, tagged: bool) -> None:
+        self.twins.enqueue(msg_id, priority, tagged)
+
+    @rule(
+        batch=st.lists(st.tuples(st.sampled_from(IDS), st.integers(0, 9)), min_size=1, max_size=5)
+    )
+    def enqueue_many(self, batch: list[tuple[str, int]]) -> None:
+        self.twins.enqueue_many(batch)
+
+    @rule(
+        consumer=st.sampled_from(CONSUMERS),
+        n=st.integers(1, 4),
+        vt=st.sampled_from([1.0, 2.5, 10.0]),
+    )
+    def lease(self, consumer: str, n: int, vt: float) -> None:
+        self.twins.lease(consumer, n, vt)
+
+    @precondition(lambda self: self.twins.held)
+    @rule(
+        pick=st.integers(0, 100),
+        outcome=st.sampled_from(OUTCOMES),
+        reason=st.sampled_from(["", "boom"]),
+    )
+    def settle(self, pick: int, outcome: str, reason: str) -> None:
+        self.twins.settle(pick, outcome, reason)
+
+    @rule(
+        consumer=st.sampled_from(CONSUMERS),
+        msg_id=st.sampled_from(IDS),
+        outcome=st.sampled_from(OUTCOMES),
+    )
+    def stray_settle(self, consumer: str, msg_id: str, outcome: str) -> None:
+        """Settling whatever: mostly stale (not leased, or leased by the other consumer)."""
+        self.twins.settle_any(consumer, msg_id, outcome, "stray")
+
+    @rule(consumer=st.sampled_from(CONSUMERS))
+    def release(self, consumer: str) -> None:
+        self.twins.release(consumer)
+
+    @rule()
+    def recover(self) -> None:
+        self.twins.recover()
+
+    @rule(msg_ids=ids_or_all)
+    def replay(self, msg_ids: list[str] | None) -> None:
+        self.twins.replay(msg_ids)
+
+    @rule(msg_ids=ids_or_all)
+    def purge(self, msg_ids: list[str] | None) -> None:
+        self.twins.purge(msg_ids)
+
+    @rule(msg_id=st.sampled_from(IDS), reason=st.sampled_from(["undeliverable", "x"]))
+    def add_dead_letter(self, msg_id: str, reason: str) -> None:
+        self.twins.add_dead_letter(msg_id, reason)
+
+    @rule()
+    def reopen(self) -> None:
+        self.twins.reopen()
+
+    @invariant()
+    def same_state(self) -> None:
+        self.twins.check()
+
+    def teardown(self) -> None:
+        self.twins.close()
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
 SameBehaviour.TestCase.settings = settings(
-    max_examples=60,
-    stateful_step_count=40,
+    max_examples=100,
+    stateful_step_count=50,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
 )
 test_memory_and_sqlite_agree = SameBehaviour.TestCase
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_memory_and_sqlite_agree_on_long_random_runs(seed: int, tmp_path: Path) -> None:
+    """Long seeded walks weighted towards the busy path, which short hypothesis runs seldom
+    reach deeply: many leases settled, redelivered, expired and dead-lettered."""
+    rng = random.Random(seed)
+    twins = Twins(tmp_path)
+    ops: list[tuple[int, Callable[[], None]]] = [
+        (6, lambda: twins.enqueue(rng.choice(IDS), rng.randrange(10), rng.random() < 0.3)),
+        (2, lambda: twins.enqueue_many([(rng.choice(IDS), rng.randrange(3)) for _ in range(3)])),
+        (6, lambda: twins.lease(rng.choice(CONSUMERS), rng.randint(1, 3), rng.choice([1.0, 4.0]))),
+        (8, lambda: twins.settle(rng.randrange(100), rng.choice(OUTCOMES), rng.choice(["", "x"]))),
+        (1, lambda: twins.settle_any(rng.choice(CONSUMERS), rng.choice(IDS), "ack", "")),
+        (4, lambda: twins.tick(rng.choice([0.5, 1.0, 2.5]), rng.random() < 0.7)),
+        (1, lambda: twins.release(rng.choice(CONSUMERS))),
+        (1, twins.recover),
+        (1, lambda: twins.replay(rng.choice([None, rng.sample(IDS, 2)]))),
+        (1, lambda: twins.purge(rng.choice([None, rng.sample(IDS, 2)]))),
+        (1, lambda: twins.add_dead_letter(rng.choice(IDS), "undeliverable")),
+        (1, twins.reopen),
+    ]
+    weights = [w for w, _ in ops]
+    try:
+        for _ in range(400):
+            rng.choices(ops, weights)[0][1]()
+            twins.check()
+        stats = twins.memory.stats()
+        assert stats.acked_total and stats.redelivered_total and stats.dead_lettered_total
+    finally:
+        twins.close()
 
 
 # --- micro-benchmark (prints, asserts nothing about speed) ---------------------------------
