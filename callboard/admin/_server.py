@@ -315,7 +315,8 @@ class _Handler(BaseHTTPRequestHandler):
             )  # fmt: skip
         raw = self._read_body()
         body = _json_object(raw) if route.has_body else {}
-        call = Call(admin.system, res.params, body, admin.url, admin.on_stop, ex.fields)
+        call = Call(admin.system, res.params, body, admin.url, admin.on_stop, ex.fields,
+                    urlsplit(self.path).query)
         return route.endpoint(call)
 
     def _bearer(self) -> str | None:

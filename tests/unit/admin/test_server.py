@@ -14,6 +14,7 @@ import subprocess
 import threading
 import urllib.error
 import urllib.request
+import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -36,11 +37,14 @@ from callboard import (
     SystemFailed,
     SystemNotRunning,
 )
+from callboard.actors.examples import Ping
 from callboard.admin import MAX_BODY_BYTES, AdminServer, load_tokens
-from callboard.admin._errors import from_exception
+from callboard.admin._errors import ApiError, from_exception
+from callboard.admin._routes import Call, Reply, resolve
 from callboard.config import DaemonSettings
 from callboard.errors import CallboardError
 from callboard.observability import configure_logging
+from callboard.queues._protocol import AddDeadLetter, Item
 from callboard.security import AuditLog, TokenStore, new_secret
 
 CONFIG: dict[str, Any] = {
@@ -704,6 +708,340 @@ def test_breakers_roles(breaker_api: Api) -> None:
     assert api("GET", "/v1/breakers", role=None).status == 401
     wrong = api("DELETE", "/v1/breakers")
     assert wrong.status == 405 and wrong.headers["Allow"] == "GET, POST"
+
+
+# -- queues and the bus -----------------------------------------------------------------------
+
+QUEUE_CONFIG: dict[str, Any] = {
+    "system": {"transport": "local", "log_level": "error"},
+    "supervisor": {"children": [{"id": "echo", "actor": "callboard.actors.examples:Echo"}]},
+    "queues": {"jobs": {"durable": False}, "other": {"durable": False}},
+    "bus": {"enabled": True},
+}
+DLQ = "/v1/queues/jobs/dead-letters"
+
+
+@pytest.fixture(scope="module")
+def queue_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
+    """The services subtree (queues ``jobs`` and ``other``, the bus) on the local transport."""
+    audit_path = tmp_path_factory.mktemp("queue-audit") / "audit.log"
+    with System.start(QUEUE_CONFIG) as own:
+        audit = AuditLog(audit_path)
+        server = AdminServer(own, token_store(), audit, "127.0.0.1", 0)
+        server.start()
+        try:
+            yield Api(own, server, audit_path)
+        finally:
+            server.close()
+            audit.close()
+
+
+@pytest.fixture
+def dead(queue_api: Api) -> Iterator[list[str]]:
+    """Three dead letters on ``jobs``, oldest first, with ids no other test uses (a replayed
+    one stays on the queue); no dead letter is left afterwards."""
+    prefix = uuid.uuid4().hex[:8]
+    ids = [f"{prefix}-{i}" for i in range(3)]
+    for i, msg_id in enumerate(ids):
+        item = Item(id=msg_id, type=PING, data={"n": i})
+        queue_api.system.ask("queue.jobs", AddDeadLetter(item=item, reason="test", detail="boom"))
+    yield ids
+    queue_api.system.purge_dead_letters("jobs")
+
+
+def test_queue_stats(queue_api: Api) -> None:
+    api = queue_api
+    answer = api("GET", "/v1/queues/jobs", role="viewer")
+    assert answer.status == 200 and set(answer.json) == {"stats"}
+    stats = answer.json["stats"]
+    assert (stats["queue"], stats["durable"]) == ("jobs", False)
+    assert {"ready", "in_flight", "dead_letters", "depth_by_priority", "consumers"} <= set(stats)
+    line = api.last_audit("/v1/queues/jobs")
+    assert (line["action"], line["target"], line["outcome"]) == ("queue_stats", "jobs", "ok")
+    # The queue the runtime adds for what could not be delivered anywhere.
+    assert api("GET", "/v1/queues/dead_letters").json["stats"]["queue"] == "dead_letters"
+
+
+def test_unknown_queue_is_404_and_a_bad_name_400(queue_api: Api) -> None:
+    api = queue_api
+    for method, suffix, body in (
+        ("GET", "", None),
+        ("GET", "/dead-letters", None),
+        ("POST", "/dead-letters/replay", {"ids": None}),
+        ("POST", "/dead-letters/purge", {"ids": None}),
+        ("POST", "/messages", {"type": PING, "data": {"n": 1}}),
+    ):
+        nobody = api(method, "/v1/queues/nope" + suffix, body)
+        assert nobody.status == 404, suffix
+        assert nobody.error["code"] == "no_such_actor"
+        assert nobody.error["details"] == {"actor": "queue.nope", "queue": "nope"}
+        assert "no queue named 'nope'" in nobody.error["message"]
+    for name in ("bad.name", "a%2Fb", "x" * 65, "%20"):
+        bad = api("GET", f"/v1/queues/{name}")
+        assert bad.status == 400, name
+        assert bad.error["code"] == "invalid_request"
+        [err] = bad.error["details"]["errors"]
+        assert err["loc"] == ["path", "name"] and err["type"] == "string_pattern_mismatch"
+    assert api("GET", "/v1/queues/" + "x" * 64).status == 404  # 64 characters: a valid name
+    line = api.last_audit("/v1/queues/a%2Fb")
+    assert line["outcome"] == "error:invalid_request" and line["target"] == "a/b"
+
+
+def test_dead_letters_are_listed_oldest_first(queue_api: Api, dead: list[str]) -> None:
+    answer = queue_api("GET", DLQ, role="viewer")
+    assert answer.status == 200 and set(answer.json) == {"dead_letters"}
+    listed = answer.json["dead_letters"]
+    assert [d["id"] for d in listed] == dead
+    first = listed[0]
+    assert (first["type"], first["data"], first["reason"], first["detail"]) == (
+        PING, {"n": 0}, "test", "boom",
+    )  # fmt: skip
+    assert {"version", "priority", "deliveries", "dead_at", "history"} <= set(first)
+    assert queue_api("GET", "/v1/queues/other/dead-letters").json == {"dead_letters": []}
+    assert queue_api.last_audit(DLQ)["action"] == "dead_letters"
+
+
+def _endpoint(api: Api, method: str, path: str, query: str = "", body: Any = None) -> Reply:
+    """Call a route's endpoint directly, as the server does, with a query string."""
+    res = resolve(method, path)
+    assert res.route is not None
+    call = Call(api.system, res.params, body or {}, api.url, None, query=query)
+    return res.route.endpoint(call)
+
+
+def test_dead_letters_limit_and_offset(queue_api: Api, dead: list[str]) -> None:
+    def page(query: str) -> list[str]:
+        reply = _endpoint(queue_api, "GET", DLQ, query)
+        return [d["id"] for d in reply.body["dead_letters"]]
+
+    assert page("") == dead
+    assert page("limit=2") == dead[:2]
+    assert page("offset=1") == dead[1:]
+    assert page("limit=1&offset=1") == [dead[1]]
+    assert page("offset=3") == []
+
+
+@pytest.mark.parametrize(
+    ("query", "loc", "kind"),
+    [
+        ("limit=0", ["query", "limit"], "greater_than_equal"),
+        ("limit=10001", ["query", "limit"], "less_than_equal"),
+        ("offset=-1", ["query", "offset"], "greater_than_equal"),
+        ("limit=many", ["query", "limit"], "int_parsing"),
+        ("limit=", ["query", "limit"], "int_parsing"),
+        ("limit=1&limit=2", ["query", "limit"], "repeated"),
+        ("page=2", ["query", "page"], "extra_forbidden"),
+        ("limit", ["query"], "value_error"),
+    ],
+)
+def test_dead_letters_bad_query_is_400(
+    queue_api: Api, query: str, loc: list[str], kind: str
+) -> None:
+    with pytest.raises(ApiError) as info:
+        _endpoint(queue_api, "GET", DLQ, query)
+    err = info.value
+    assert (err.status, err.code) == (400, "invalid_request")
+    [e] = err.details["errors"]
+    assert (e["loc"], e["type"]) == (loc, kind)
+
+
+def test_dead_letters_query_over_http(queue_api: Api, dead: list[str]) -> None:
+    answer = queue_api("GET", DLQ + "?limit=1&offset=1")
+    assert [d["id"] for d in answer.json["dead_letters"]] == [dead[1]]
+
+
+def test_replay_dead_letters_by_id_then_all(queue_api: Api, dead: list[str]) -> None:
+    api = queue_api
+    before = api.system.queue_stats("jobs")["ready"]
+    some = api("POST", DLQ + "/replay", {"ids": [dead[0], "unknown"]}, role="operator")
+    assert some.status == 200 and some.json == {"replayed": 1}
+    line = api.last_audit(DLQ + "/replay")
+    assert (line["action"], line["target"], line["all"]) == ("replay_dead_letters", "jobs", False)
+    assert [d["id"] for d in api("GET", DLQ).json["dead_letters"]] == dead[1:]
+    assert api("POST", DLQ + "/replay", {"ids": []}).json == {"replayed": 0}
+    every = api("POST", DLQ + "/replay", {"ids": None}, role="operator")
+    assert every.json == {"replayed": 2} and api.last_audit(DLQ + "/replay")["all"] is True
+    assert api("GET", DLQ).json == {"dead_letters": []}
+    stats = api.system.queue_stats("jobs")
+    assert stats["ready"] == before + 3 and stats["dead_letters"] == 0
+
+
+def test_purge_dead_letters_by_id_then_all(queue_api: Api, dead: list[str]) -> None:
+    api = queue_api
+    before = api.system.queue_stats("jobs")["ready"]
+    some = api("POST", DLQ + "/purge", {"ids": [dead[1], dead[1], "unknown"]}, role="admin")
+    assert some.status == 200 and some.json == {"purged": 1}
+    line = api.last_audit(DLQ + "/purge")
+    assert (line["action"], line["target"], line["all"]) == ("purge_dead_letters", "jobs", False)
+    assert [d["id"] for d in api("GET", DLQ).json["dead_letters"]] == [dead[0], dead[2]]
+    assert api("POST", DLQ + "/purge", {"ids": []}).json == {"purged": 0}  # not "all"
+    every = api("POST", DLQ + "/purge", {"ids": None})
+    assert every.json == {"purged": 2} and api.last_audit(DLQ + "/purge")["all"] is True
+    assert api("GET", DLQ).json == {"dead_letters": []}
+    assert api.system.queue_stats("jobs")["ready"] == before  # gone, not back on the queue
+
+
+@pytest.mark.parametrize("action", ["replay", "purge"])
+def test_replay_and_purge_bodies_are_strict(queue_api: Api, dead: list[str], action: str) -> None:
+    path = f"{DLQ}/{action}"
+    for body, kinds in (
+        (None, {"missing"}),  # no body: ids must be given, null meaning all
+        ({}, {"missing"}),
+        ({"ids": dead[0]}, {"list_type"}),
+        ({"ids": [""]}, {"string_too_short"}),
+        ({"ids": ["x" * 129]}, {"string_too_long"}),
+        ({"ids": None, "all": True}, {"extra_forbidden"}),
+    ):
+        answer = queue_api("POST", path, body)
+        assert answer.status == 400, body
+        assert answer.error["code"] == "invalid_request"
+        assert {e["type"] for e in answer.error["details"]["errors"]} == kinds, body
+    assert len(queue_api("GET", DLQ).json["dead_letters"]) == 3  # nothing was touched
+
+
+def test_enqueue(queue_api: Api) -> None:
+    api = queue_api
+    path = "/v1/queues/other/messages"
+    before = api.system.queue_stats("other")
+    body = {"type": PING, "data": {"n": 5}, "priority": 9, "id": "m-1"}
+    answer = api("POST", path, body, role="operator")
+    assert answer.status == 202 and answer.json == {"id": "m-1"}
+    line = api.last_audit(path)
+    assert (line["action"], line["target"], line["message_type"]) == ("enqueue", "other", PING)
+    stats = api.system.queue_stats("other")
+    assert stats["ready"] == before["ready"] + 1
+    assert stats["depth_by_priority"][9] == before["depth_by_priority"][9] + 1
+    again = api("POST", path, body)  # the same id: a duplicate, dropped
+    assert again.status == 202 and again.json == {"id": "m-1"}
+    stats = api.system.queue_stats("other")
+    assert stats["ready"] == before["ready"] + 1
+    assert stats["duplicates_total"] == before["duplicates_total"] + 1
+    fresh = api("POST", path, {"type": PING, "data": {"n": 6}})
+    assert fresh.status == 202 and isinstance(fresh.json["id"], str) and fresh.json["id"]
+    assert fresh.json["id"] != "m-1"
+    stats = api.system.queue_stats("other")
+    assert stats["depth_by_priority"][0] == before["depth_by_priority"][0] + 1
+
+
+def test_enqueue_validates_the_message_and_the_body(queue_api: Api) -> None:
+    api = queue_api
+    path = "/v1/queues/jobs/messages"
+    before = api.system.queue_stats("jobs")["enqueued_total"]
+    unknown = api("POST", path, {"type": "no.such.Type", "data": {}})
+    assert unknown.status == 400 and unknown.error["code"] == "invalid_message"
+    assert unknown.error["details"]["reason"] == "unknown_type"
+    bad = api("POST", path, {"type": PING, "data": {"n": "many"}})
+    assert bad.status == 400 and bad.error["details"]["reason"] == "invalid_fields"
+    [e] = bad.error["details"]["errors"]
+    assert e["loc"] == ["data", "n"] and e["type"] == "int_parsing"
+    assert api.last_audit(path)["message_type"] == PING
+    for body, loc in (
+        ({"type": PING, "data": {"n": 1}, "priority": 10}, ["priority"]),
+        ({"type": PING, "data": {"n": 1}, "priority": -1}, ["priority"]),
+        ({"type": PING, "data": {"n": 1}, "id": ""}, ["id"]),
+        ({"type": PING, "data": {"n": 1}, "payload": {}}, ["payload"]),
+        ({"type": PING, "data": [1]}, ["data"]),
+        ({"data": {"n": 1}}, ["type"]),
+    ):
+        answer = api("POST", path, body)
+        assert answer.status == 400 and answer.error["code"] == "invalid_request", body
+        assert [e["loc"] for e in answer.error["details"]["errors"]] == [loc], body
+    assert api.system.queue_stats("jobs")["enqueued_total"] == before  # nothing was enqueued
+
+
+def test_bus_stats_and_publish(queue_api: Api) -> None:
+    api = queue_api
+    with api.system.subscribe("orders.#") as sub:
+        published = api("POST", "/v1/bus/publish",
+                        {"topic": "orders.eu", "type": PING, "data": {"n": 3}},
+                        role="operator")  # fmt: skip
+        assert published.status == 200 and published.json == {"subscribers": 1}
+        assert sub.get(10) == ("orders.eu", Ping(n=3))
+        line = api.last_audit("/v1/bus/publish")
+        assert (line["action"], line["target"], line["message_type"]) == (
+            "publish", "orders.eu", PING,
+        )  # fmt: skip
+        nobody = api("POST", "/v1/bus/publish", {"topic": "invoices", "type": PING,
+                                                 "data": {"n": 1}})  # fmt: skip
+        assert nobody.json == {"subscribers": 0}
+        stats = api("GET", "/v1/bus", role="viewer")
+        assert stats.status == 200 and set(stats.json) == {"stats"}
+        assert stats.json["stats"]["published"] >= 2
+        [entry] = [s for s in stats.json["stats"]["subscriptions"].values()
+                   if s["pattern"] == "orders.#"]  # fmt: skip
+        assert entry["subscriber"] is None and entry["offered"] == 1
+        assert api.last_audit("/v1/bus")["action"] == "bus_stats"
+
+
+def test_publish_errors(queue_api: Api) -> None:
+    api = queue_api
+    for topic in ("orders..eu", "orders.*", "orders.#", "", "a b"):
+        bad = api("POST", "/v1/bus/publish", {"topic": topic, "type": PING, "data": {"n": 1}})
+        assert bad.status == 400 and bad.error["code"] == "invalid_request", topic
+        [err] = bad.error["details"]["errors"]
+        assert err["loc"] == ["topic"], topic
+    bad = api("POST", "/v1/bus/publish", {"topic": "orders..eu", "type": PING})
+    assert "invalid_topic" in bad.error["details"]["errors"][0]["msg"]
+    unknown = api("POST", "/v1/bus/publish", {"topic": "a", "type": "no.such.Type"})
+    assert unknown.status == 400 and unknown.error["details"]["reason"] == "unknown_type"
+    invalid = api("POST", "/v1/bus/publish", {"topic": "a", "type": PING, "data": {}})
+    assert invalid.status == 400 and invalid.error["code"] == "invalid_message"
+    assert invalid.error["details"]["errors"][0]["loc"] == ["data", "n"]
+    extra = api("POST", "/v1/bus/publish", {"topic": "a", "type": PING, "data": {"n": 1},
+                                            "priority": 1})  # fmt: skip
+    assert extra.status == 400 and extra.error["details"]["errors"][0]["type"] == "extra_forbidden"
+
+
+def test_queue_and_bus_roles(queue_api: Api, dead: list[str]) -> None:
+    api = queue_api
+    before = api.system.queue_stats("jobs")["enqueued_total"]
+    for path in ("/v1/queues/jobs", DLQ, "/v1/bus"):
+        assert api("GET", path, role="viewer").status == 200, path
+    cases = [
+        ("viewer", DLQ + "/replay", {"ids": None}, "replay_dead_letters", "operator"),
+        ("viewer", "/v1/queues/jobs/messages", {"type": PING, "data": {"n": 1}}, "enqueue",
+         "operator"),
+        ("viewer", "/v1/bus/publish", {"topic": "a", "type": PING, "data": {"n": 1}}, "publish",
+         "operator"),
+        ("operator", DLQ + "/purge", {"ids": None}, "purge_dead_letters", "admin"),
+    ]  # fmt: skip
+    for role, path, body, action, need in cases:
+        answer = api("POST", path, body, role=role)
+        assert answer.status == 403, (role, path)
+        assert answer.error["details"] == {"action": action, "role": role, "required": need}
+        line = api.last_audit(path)
+        assert line["outcome"] == "denied" and line["token_id"] == TOKEN_IDS[role]
+    assert [d["id"] for d in api("GET", DLQ).json["dead_letters"]] == dead  # all still there
+    assert api.system.queue_stats("jobs")["enqueued_total"] == before
+    assert api("GET", "/v1/bus", role=None).status == 401
+
+
+def test_queue_and_bus_routes_and_methods(queue_api: Api) -> None:
+    api = queue_api
+    for method, path, allow in (
+        ("GET", "/v1/queues/jobs/messages", "POST"),
+        ("POST", "/v1/queues/jobs", "GET"),
+        ("DELETE", DLQ, "GET"),
+        ("GET", DLQ + "/purge", "POST"),
+        ("POST", "/v1/bus", "GET"),
+        ("GET", "/v1/bus/publish", "POST"),
+    ):
+        answer = api(method, path)
+        assert answer.status == 405 and answer.headers["Allow"] == allow, (method, path)
+    assert api("GET", "/v1/queues").status == 404
+    assert api("GET", "/v1/queues/jobs/nothing").status == 404
+
+
+def test_without_queues_or_bus_the_services_are_404(api: Api) -> None:
+    bus = api("GET", "/v1/bus")
+    assert bus.status == 404 and bus.error["code"] == "no_such_actor"
+    assert bus.error["details"] == {"actor": "bus"}
+    assert "[bus] enabled = true" in bus.error["message"]
+    publish = api("POST", "/v1/bus/publish", {"topic": "a", "type": PING, "data": {"n": 1}})
+    assert publish.status == 404 and publish.error["details"] == {"actor": "bus"}
+    queue = api("GET", "/v1/queues/jobs")
+    assert queue.status == 404
+    assert queue.error["details"] == {"actor": "queue.jobs", "queue": "jobs"}
 
 
 # -- stop -------------------------------------------------------------------------------------

@@ -161,6 +161,79 @@ w1->reward_model     half_open           50%         0%             4         no
 """
 
 
+QUEUE_STATS: dict[str, Any] = {
+    "ready": 3,
+    "in_flight": 2,
+    "dead_letters": 4,
+    "depth_by_priority": {str(p): {9: 1, 0: 2}.get(p, 0) for p in range(10)},
+    "in_flight_by_consumer": {"w1": 2},
+    "dedupe_ids": 5,
+    "enqueued_total": 12,
+    "acked_total": 7,
+    "queue": "jobs",
+    "durable": True,
+    "consumers": {"w1": {"prefetch": 10, "in_flight": 2}},
+}
+
+QUEUE_TEXT = """\
+queue                  jobs
+durable                yes
+ready                  3
+in_flight              2
+dead_letters           4
+depth_by_priority      p9=1, p0=2
+consumers              w1 (prefetch 10, in_flight 2)
+in_flight_by_consumer  w1=2
+dedupe_ids             5
+enqueued_total         12
+acked_total            7
+"""
+
+
+def _dead(n: int, reason: str, detail: str) -> dict[str, Any]:
+    return {
+        "id": f"m{n}", "type": "shop.Order", "version": 1, "data": {"n": n}, "priority": 0,
+        "reason": reason, "detail": detail, "deliveries": 5, "dead_at": 1_795_000_000.0 + n,
+        "history": [],
+    }  # fmt: skip
+
+
+DEAD_LETTERS = [
+    _dead(1, "max_deliveries", "ValueError: boom"),
+    _dead(2, "rejected", ""),
+    _dead(3, "expired", "a very long detail\nover two lines " + "x" * 80),
+]
+
+DLQ_TEXT = """\
+ID  TYPE        REASON          DELIVERIES  DEAD AT               DETAIL
+m1  shop.Order  max_deliveries           5  2026-11-18T11:06:41Z  ValueError: boom
+m2  shop.Order  rejected                 5  2026-11-18T11:06:42Z  -
+m3  shop.Order  expired                  5  2026-11-18T11:06:43Z  a very long detail over two lines xxxxxxxxxxxxxxxxxxxxxxx...
+"""  # noqa: E501
+
+BUS_STATS: dict[str, Any] = {
+    "published": 42,
+    "durable": {"audit": "orders.#"},
+    "subscriptions": {
+        "host:ab-1": {"pattern": "orders.*", "subscriber": None, "connected": True,
+                      "depth": 0, "in_flight": 1, "delivered": 40, "dropped": 0, "rejected": 0,
+                      "dead_lettered": 0, "lost": 0},
+        "s-2": {"pattern": "#", "subscriber": "auditor", "connected": True, "depth": 3,
+                "in_flight": 0, "delivered": 39, "dropped": 2, "rejected": 0,
+                "dead_lettered": 1, "lost": 0},
+    },
+}  # fmt: skip
+
+BUS_TEXT = """\
+published  42
+durable    audit=orders.#
+
+SUBSCRIPTION  PATTERN   SUBSCRIBER  DEPTH  IN FLIGHT  DELIVERED  DROPPED  REJECTED  DEAD LETTERED  LOST
+host:ab-1     orders.*  host            0          1         40        0         0              0     0
+s-2           #         auditor         3          0         39        2         0              1     0
+"""  # noqa: E501
+
+
 @dataclass
 class Recorded:
     method: str
@@ -198,6 +271,7 @@ class FakeDaemon:
         self.requests.append(Recorded(method, path, auth, body))
         if self.delay:
             time.sleep(self.delay)
+        path, _, query = path.partition("?")  # the checks below go by the path alone
         if path == "/healthz":
             return 200, {"ok": True}
         if auth != f"Bearer {TOKEN}":
@@ -207,6 +281,11 @@ class FakeDaemon:
         if (method, path) in self.fail:
             return self.fail[(method, path)]
         parts = path.strip("/").split("/")
+        if parts[:2] == ["v1", "queues"] and len(parts) > 2 and parts[2] != "jobs":
+            return _error(
+                404, "no_such_actor", f"no queue named {parts[2]!r}",
+                actor=f"queue.{parts[2]}", queue=parts[2],
+            )  # fmt: skip
         match (method, parts):
             case ("GET", ["readyz"]):
                 return 200, {"ready": True}
@@ -277,6 +356,29 @@ class FakeDaemon:
                         route=route, detail="",
                     )  # fmt: skip
                 return 200, {"changed": changed}
+            case ("GET", ["v1", "queues", _name]):
+                return 200, {"stats": QUEUE_STATS}
+            case ("GET", ["v1", "queues", _name, "dead-letters"]):
+                page = dict(pair.split("=") for pair in query.split("&")) if query else {}
+                start = int(page.get("offset", 0))
+                end = start + int(page.get("limit", 100))
+                return 200, {"dead_letters": DEAD_LETTERS[start:end]}
+            case ("POST", ["v1", "queues", _name, "dead-letters", "replay" | "purge" as op]):
+                known = {d["id"] for d in DEAD_LETTERS}
+                ids = body["ids"]
+                count = len(known) if ids is None else len(known & set(ids))
+                return 200, {"replayed" if op == "replay" else "purged": count}
+            case ("POST", ["v1", "queues", _name, "messages"]):
+                return 202, {"id": body["id"] or "generated-1"}
+            case ("GET", ["v1", "bus"]):
+                return 200, {"stats": BUS_STATS}
+            case ("POST", ["v1", "bus", "publish"]):
+                if ".." in body["topic"]:
+                    return _error(
+                        400, "invalid_request", "invalid request body: 1 error(s)",
+                        errors=[{"loc": ["topic"], "msg": "invalid_topic", "type": "value_error"}],
+                    )  # fmt: skip
+                return 200, {"subscribers": 2}
         return _error(404, "not_found", f"no route {method} {path}")
 
 
@@ -568,6 +670,22 @@ def test_start_child_with_args_and_id(
         ["tell", "echo", "Ping", "3"],
         ["breakers", "--open", "echo", "--close", "echo"],
         ["breakers", "--open"],
+        ["queues"],
+        ["dlq"],
+        ["dlq", "list"],
+        ["dlq", "frob", "jobs"],
+        ["dlq", "list", "jobs", "--limit", "0"],
+        ["dlq", "list", "jobs", "--limit", "many"],
+        ["dlq", "list", "jobs", "--offset", "-1"],
+        ["dlq", "replay", "jobs", "--id"],
+        ["dlq", "purge", "jobs"],  # every dead letter, without --yes
+        ["dlq", "purge", "jobs", "--json"],
+        ["enqueue", "jobs", "shop.Order"],
+        ["enqueue", "jobs", "shop.Order", "[1]"],
+        ["enqueue", "jobs", "shop.Order", "{}", "--priority", "10"],
+        ["enqueue", "jobs", "shop.Order", "{}", "--priority", "-1"],
+        ["publish", "orders.eu", "shop.Order"],
+        ["publish", "orders.eu", "shop.Order", "{n: 1}"],
         ["terminate"],
         ["frobnicate"],
         ["--timeout", "soon", "status"],
@@ -736,6 +854,183 @@ def test_breakers_unknown_route_exit_1(
     )
 
 
+def test_queues(fake: FakeDaemon, token_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert admin(fake, token_file, "queues", "jobs") == 0
+    out, err = capsys.readouterr()
+    assert (out, err) == (QUEUE_TEXT, "")
+    assert only_request(fake) == Recorded("GET", "/v1/queues/jobs", f"Bearer {TOKEN}", None)
+    assert admin(fake, token_file, "queues", "jobs", "--json") == 0
+    assert json.loads(capsys.readouterr().out) == QUEUE_STATS
+
+
+def test_queues_without_any_depth(
+    fake: FakeDaemon, token_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    stats = {"queue": "jobs", "depth_by_priority": {str(p): 0 for p in range(10)},
+             "consumers": {}}  # fmt: skip
+    fake.fail[("GET", "/v1/queues/jobs")] = (200, {"stats": stats})
+    assert admin(fake, token_file, "queues", "jobs") == 0
+    assert capsys.readouterr().out == (
+        "queue              jobs\ndepth_by_priority  -\nconsumers          -\n"
+    )
+
+
+def test_unknown_queue_exit_1(
+    fake: FakeDaemon, token_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert admin(fake, token_file, "queues", "nope") == 1
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err == (
+        "callboard admin: no_such_actor: no queue named 'nope' (HTTP 404)\n"
+        '  details: {"actor": "queue.nope", "queue": "nope"}\n'
+    )
+    assert admin(fake, token_file, "dlq", "list", "we/ird") == 1
+    assert fake.requests[-1].path == "/v1/queues/we%2Fird/dead-letters?limit=100&offset=0"
+
+
+def test_dlq_list(fake: FakeDaemon, token_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert admin(fake, token_file, "dlq", "list", "jobs") == 0
+    out, err = capsys.readouterr()
+    assert (out, err) == (DLQ_TEXT, "")
+    assert only_request(fake) == Recorded(
+        "GET", "/v1/queues/jobs/dead-letters?limit=100&offset=0", f"Bearer {TOKEN}", None
+    )
+    assert admin(fake, token_file, "dlq", "list", "jobs", "--json") == 0
+    assert json.loads(capsys.readouterr().out) == DEAD_LETTERS
+
+
+def test_dlq_list_pages(
+    fake: FakeDaemon, token_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert admin(fake, token_file, "dlq", "list", "jobs", "--limit", "1", "--offset", "1") == 0
+    assert capsys.readouterr().out == (
+        "ID  TYPE        REASON    DELIVERIES  DEAD AT               DETAIL\n"
+        "m2  shop.Order  rejected           5  2026-11-18T11:06:42Z  -\n"
+        "(the first 1; more with --offset 2)\n"
+    )
+    assert fake.requests[-1].path == "/v1/queues/jobs/dead-letters?limit=1&offset=1"
+    assert admin(fake, token_file, "dlq", "list", "jobs", "--offset", "3") == 0
+    assert capsys.readouterr().out == "no dead letters in jobs from offset 3\n"
+    fake.fail[("GET", "/v1/queues/jobs/dead-letters")] = (200, {"dead_letters": []})
+    assert admin(fake, token_file, "dlq", "list", "jobs") == 0
+    assert capsys.readouterr().out == "no dead letters in jobs\n"
+    assert admin(fake, token_file, "--json", "dlq", "list", "jobs") == 0
+    assert json.loads(capsys.readouterr().out) == []
+
+
+def test_dlq_replay_all_or_some(
+    fake: FakeDaemon, token_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert admin(fake, token_file, "dlq", "replay", "jobs") == 0
+    assert capsys.readouterr().out == "replayed 3 dead letters of jobs\n"
+    assert only_request(fake) == Recorded(
+        "POST", "/v1/queues/jobs/dead-letters/replay", f"Bearer {TOKEN}", {"ids": None}
+    )
+    assert admin(fake, token_file, "dlq", "replay", "jobs", "--id", "m1") == 0
+    assert capsys.readouterr().out == "replayed 1 dead letter of jobs\n"
+    assert fake.requests[-1].body == {"ids": ["m1"]}
+    argv = ["dlq", "replay", "jobs", "--id", "m1", "--id", "m2", "--id", "gone"]
+    assert admin(fake, token_file, *argv) == 0
+    assert capsys.readouterr().out == (
+        "replayed 2 dead letters of jobs (1 of the 3 ids given are not dead letters of jobs)\n"
+    )
+    assert fake.requests[-1].body == {"ids": ["m1", "m2", "gone"]}
+    assert admin(fake, token_file, "--json", "dlq", "replay", "jobs") == 0
+    assert json.loads(capsys.readouterr().out) == {"replayed": 3}
+
+
+def test_dlq_purge_some_or_all_with_yes(
+    fake: FakeDaemon, token_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert admin(fake, token_file, "dlq", "purge", "jobs", "--id", "m2") == 0
+    assert capsys.readouterr().out == "purged 1 dead letter of jobs\n"
+    assert only_request(fake) == Recorded(
+        "POST", "/v1/queues/jobs/dead-letters/purge", f"Bearer {TOKEN}", {"ids": ["m2"]}
+    )
+    assert admin(fake, token_file, "dlq", "purge", "jobs", "--yes") == 0
+    assert capsys.readouterr().out == "purged 3 dead letters of jobs\n"
+    assert fake.requests[-1].body == {"ids": None}
+    assert admin(fake, token_file, "dlq", "purge", "jobs", "--yes", "--json") == 0
+    assert json.loads(capsys.readouterr().out) == {"purged": 3}
+
+
+def test_dlq_purge_all_needs_yes(
+    fake: FakeDaemon, token_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert admin(fake, token_file, "dlq", "purge", "jobs") == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.startswith("usage: callboard admin dlq purge ")
+    assert err.endswith(
+        "callboard admin dlq purge: error: purging every dead letter of jobs cannot be undone: "
+        "pass --yes to confirm (or --id ID to purge some)\n"
+    )
+    assert fake.requests == []
+
+
+def test_enqueue(fake: FakeDaemon, token_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["enqueue", "jobs", "shop.Order", '{"n": 1}', "--priority", "9", "--id", "o-1"]
+    assert admin(fake, token_file, *argv) == 0
+    assert capsys.readouterr().out == "enqueued shop.Order on jobs (id o-1)\n"
+    assert only_request(fake) == Recorded(
+        "POST", "/v1/queues/jobs/messages", f"Bearer {TOKEN}",
+        {"type": "shop.Order", "data": {"n": 1}, "priority": 9, "id": "o-1"},
+    )  # fmt: skip
+    assert admin(fake, token_file, "--json", "enqueue", "jobs", "shop.Order", "{}") == 0
+    assert json.loads(capsys.readouterr().out) == {"id": "generated-1"}
+    assert fake.requests[-1].body == {"type": "shop.Order", "data": {}, "priority": 0, "id": None}
+
+
+def test_enqueue_invalid_message_exit_1(
+    fake: FakeDaemon, token_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fake.fail[("POST", "/v1/queues/jobs/messages")] = _error(
+        400, "invalid_message", "unknown message type 'shop.Ordr'", reason="unknown_type"
+    )
+    assert admin(fake, token_file, "enqueue", "jobs", "shop.Ordr", "{}") == 1
+    assert capsys.readouterr().err == (
+        "callboard admin: invalid_message: unknown message type 'shop.Ordr' (HTTP 400)\n"
+        '  details: {"reason": "unknown_type"}\n'
+    )
+
+
+def test_publish(fake: FakeDaemon, token_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert admin(fake, token_file, "publish", "orders.eu", "shop.Order", '{"n": 2}') == 0
+    assert capsys.readouterr().out == "published shop.Order on orders.eu to 2 subscriptions\n"
+    assert only_request(fake) == Recorded(
+        "POST", "/v1/bus/publish", f"Bearer {TOKEN}",
+        {"topic": "orders.eu", "type": "shop.Order", "data": {"n": 2}},
+    )  # fmt: skip
+    assert admin(fake, token_file, "publish", "orders.eu", "shop.Order", "{}", "--json") == 0
+    assert json.loads(capsys.readouterr().out) == {"subscribers": 2}
+
+
+def test_publish_invalid_topic_exit_1(
+    fake: FakeDaemon, token_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert admin(fake, token_file, "publish", "orders..eu", "shop.Order", "{}") == 1
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.startswith(
+        "callboard admin: invalid_request: invalid request body: 1 error(s) (HTTP 400)\n"
+    )
+    assert '"loc": ["topic"]' in err
+
+
+def test_bus(fake: FakeDaemon, token_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert admin(fake, token_file, "bus") == 0
+    out, err = capsys.readouterr()
+    assert (out, err) == (BUS_TEXT, "")
+    assert only_request(fake) == Recorded("GET", "/v1/bus", f"Bearer {TOKEN}", None)
+    assert admin(fake, token_file, "bus", "--json") == 0
+    assert json.loads(capsys.readouterr().out) == BUS_STATS
+    idle = {"published": 0, "durable": {}, "subscriptions": {}}
+    fake.fail[("GET", "/v1/bus")] = (200, {"stats": idle})
+    assert admin(fake, token_file, "bus") == 0
+    assert capsys.readouterr().out == "published  0\ndurable    -\n\nno subscriptions\n"
+
+
 def test_stop(fake: FakeDaemon, token_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert admin(fake, token_file, "stop") == 0
     assert capsys.readouterr().out == "stop requested: the daemon is shutting down\n"
@@ -848,6 +1143,37 @@ def test_forbidden_breakers_open_names_its_own_role(
     assert "may not run 'breakers --close'; 'breakers --close' needs the operator role" in err
     assert admin(fake, token_file, "breakers") == 3
     assert "'breakers' needs the viewer role or higher" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("argv", "path", "command", "role"),
+    [
+        (["queues", "jobs"], "/v1/queues/jobs", "queues", "viewer"),
+        (["dlq", "list", "jobs"], "/v1/queues/jobs/dead-letters", "dlq list", "viewer"),
+        (["dlq", "replay", "jobs"], "/v1/queues/jobs/dead-letters/replay", "dlq replay",
+         "operator"),
+        (["dlq", "purge", "jobs", "--yes"], "/v1/queues/jobs/dead-letters/purge", "dlq purge",
+         "admin"),
+        (["enqueue", "jobs", "T", "{}"], "/v1/queues/jobs/messages", "enqueue", "operator"),
+        (["publish", "a.b", "T", "{}"], "/v1/bus/publish", "publish", "operator"),
+        (["bus"], "/v1/bus", "bus", "viewer"),
+    ],
+)  # fmt: skip
+def test_forbidden_queue_and_bus_commands_name_their_role(
+    fake: FakeDaemon,
+    token_file: Path,
+    capsys: pytest.CaptureFixture[str],
+    argv: list[str],
+    path: str,
+    command: str,
+    role: str,
+) -> None:
+    fake.forbidden.add(path)
+    assert admin(fake, token_file, *argv) == 3
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.startswith("callboard admin: forbidden (HTTP 403): ")
+    assert f"may not run '{command}'; '{command}' needs the {role} role or higher; " in err
 
 
 def _closed_port() -> int:
@@ -1092,6 +1418,38 @@ def test_client_library(fake: FakeDaemon) -> None:
     fake.fail[("GET", "/v1/breakers")] = (200, {"items": BREAKERS})  # breaks the contract
     with pytest.raises(ProtocolError, match="expected a breakers list"):
         client.breakers()
+
+
+def test_client_library_queues_and_bus(fake: FakeDaemon) -> None:
+    client = AdminClient(fake.url, TOKEN, timeout=5)
+    assert client.queue_stats("jobs") == QUEUE_STATS
+    assert client.dead_letters("jobs") == DEAD_LETTERS
+    assert client.dead_letters("jobs", limit=2, offset=1) == DEAD_LETTERS[1:3]
+    assert fake.requests[-1].path == "/v1/queues/jobs/dead-letters?limit=2&offset=1"
+    assert client.replay_dead_letters("jobs") == 3
+    assert fake.requests[-1].body == {"ids": None}
+    assert client.purge_dead_letters("jobs", ["m1", "x"]) == 1
+    assert fake.requests[-1].body == {"ids": ["m1", "x"]}
+    assert client.enqueue("jobs", "shop.Order", {"n": 1}, priority=5, msg_id="o-9") == "o-9"
+    assert fake.requests[-1].body == {"type": "shop.Order", "data": {"n": 1}, "priority": 5,
+                                      "id": "o-9"}  # fmt: skip
+    assert client.bus_stats() == BUS_STATS
+    assert client.publish("orders.eu", "shop.Order", {}) == 2
+    # Replies that break the contract.
+    for method, path, reply, call in (
+        ("GET", "/v1/queues/jobs", {"stats": []}, lambda: client.queue_stats("jobs")),
+        ("GET", "/v1/queues/jobs/dead-letters", {}, lambda: client.dead_letters("jobs")),
+        ("POST", "/v1/queues/jobs/dead-letters/replay", {"replayed": True},
+         lambda: client.replay_dead_letters("jobs")),
+        ("POST", "/v1/queues/jobs/dead-letters/purge", {"purged": "3"},
+         lambda: client.purge_dead_letters("jobs")),
+        ("POST", "/v1/queues/jobs/messages", {"id": 7}, lambda: client.enqueue("jobs", "T", {})),
+        ("POST", "/v1/bus/publish", {"subscribers": None}, lambda: client.publish("a", "T", {})),
+        ("GET", "/v1/bus", [], client.bus_stats),
+    ):  # fmt: skip
+        fake.fail[(method, path)] = (200, reply)
+        with pytest.raises(ProtocolError, match=f"{method} {path}"):
+            call()
 
 
 def test_find_parent() -> None:
