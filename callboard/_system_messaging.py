@@ -243,12 +243,18 @@ class MessagingAPI(_Asker):
         return reply.ids[0] if isinstance(reply, Enqueued) else item.id
 
     def enqueue_many(
-        self, queue: str, msgs: list[Message], priority: int = 0, timeout: float | None = None
-    ) -> list[str]:
+        self, queue: str, msgs: list[Message], priority: int = 0,
+        timeout: float | None = None, ids: list[str] | None = None,
+    ) -> list[str]:  # fmt: skip
         """Put several messages on ``queue`` in one request (one transaction); returns
-        their ids in order. On ``queue_full`` the error's details list the ids stored
-        (``accepted``) and not (``full``); sending the same batch again is safe."""
-        items = [queue_item(m, priority, None, None) for m in msgs]
+        their ids in order. ``ids`` (one per message) make the batch idempotent: sending
+        it again with the same ids (after a timeout, or a ``queue_full`` whose details list
+        the ids stored, ``accepted``, and not, ``full``) stores each message once. Raises
+        ``ValueError`` if ``ids`` does not match ``msgs`` one to one."""
+        if ids is not None and (len(ids) != len(msgs) or len(set(ids)) != len(ids)):
+            raise ValueError("ids must give one distinct id per message")
+        items = [queue_item(m, priority, ids[i] if ids else None, None)
+                 for i, m in enumerate(msgs)]  # fmt: skip
         reply = self.ask(queue_actor(queue), EnqueueMany(items=items), timeout)
         return list(reply.ids) if isinstance(reply, Enqueued) else [i.id for i in items]
 

@@ -99,8 +99,12 @@ def capabilities(transport: str, admin_port: int) -> dict[str, Any]:
 
 
 def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
-    """True if something listens on (or holds) ``host:port``; Thespian would attach to it."""
+    """True if something listens on (or holds) ``host:port``; Thespian would attach to it.
+
+    Connections of a previous run lingering in TIME_WAIT do not count (the probe binds
+    with SO_REUSEADDR, as the real listeners do): a restart may reuse its ports at once."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind((host, port))
         except OSError:
