@@ -50,7 +50,7 @@ def services_spec(config: Config) -> ChildSpec | None:
             "args": {
                 "buffer": b.buffer, "window": b.window, "overflow": b.overflow,
                 "durable": {q: d.pattern for q, d in b.durable.items()},
-                "routing": [r.model_dump(mode="json", exclude_defaults=False)
+                "routing": [r.model_dump(mode="json", by_alias=True, exclude_unset=True)
                             for r in config.routing],
             },
         })  # fmt: skip

@@ -71,3 +71,17 @@ def test_invalid_messaging_config_is_rejected_with_its_location(
     located = [(path, msg) for path, msg in info.value.errors if path.startswith(where)]
     assert located, info.value.errors
     assert any(reason in msg for _, msg in located)
+
+
+def test_routing_rules_reach_the_bus_exactly_as_written() -> None:
+    from callboard.queues._routing import RouteRule
+
+    rule = {"match": {"type": "a.*", "where": {"total": {"gt": 5}, "region": {"in": ["eu"]},
+                                               "x": {"exists": False}}},
+            "to": ["queue:q"], "stop": True}  # fmt: skip
+    config = load_config({"queues": {"q": {}}, "routing": [rule]}, env={})
+    spec = services_spec(config)
+    assert spec is not None and spec.supervisor is not None
+    (sent,) = spec.supervisor.children[-1].args["routing"]
+    assert sent == rule
+    assert RouteRule.model_validate(sent) == config.routing[0]
