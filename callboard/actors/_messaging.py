@@ -11,6 +11,7 @@ credit with acknowledgements as the handlers finish.
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from callboard.bus._protocol import AckEvents, EventItem, Events, Publish, Subscribe, Unsubscribe
@@ -34,6 +35,7 @@ class Messaging:
     def __init__(self, rt: ActorRuntime) -> None:
         self._rt = rt
         self._subs: dict[str, Subscribe] = {}  # pattern -> the request (re-sent as needed)
+        self._streams: dict[str, InOrder] = {}
         self.current_topic: str | None = None
 
     # -- lifecycle --------------------------------------------------------------------------
@@ -136,10 +138,35 @@ class Messaging:
         return isinstance(msg, Events | Deliveries)
 
     def on_delivery(self, env: Envelope, msg: Message, sender: Any) -> None:
+        """Handle a batch, after the batches sent before it on the same stream."""
         if isinstance(msg, Events):
-            self._on_events(env, msg)
+            key, epoch, batch = "events:" + msg.sub_id, msg.epoch, msg.batch
+            run: Callable[[], None] = functools.partial(self._on_events, env, msg)
         elif isinstance(msg, Deliveries):
-            self._on_deliveries(env, msg)
+            key, epoch, batch = "queue:" + msg.queue, msg.epoch, msg.batch
+            run = functools.partial(self._on_deliveries, env, msg)
+        else:
+            return
+        stream = self._streams.setdefault(key, InOrder())
+        self._run(stream.offer(epoch, batch, run))
+        if stream.waiting:
+            gap = (stream.epoch, stream.next)
+            self._rt.sleep(GAP_WAIT_S).add_done_callback(
+                lambda _f: self._gap_timeout(key, gap))  # fmt: skip
+
+    def _gap_timeout(self, key: str, gap: tuple[str, int]) -> None:
+        stream = self._streams.get(key)
+        if stream is None or (stream.epoch, stream.next) != gap or not stream.waiting:
+            return
+        if self._rt._log is not None:
+            self._rt._log.warning("batch_gap", stream=key, missing=gap[1], held=stream.waiting)
+        self._run(stream.skip_gap())
+
+    def _run(self, runs: list[Callable[[], None]]) -> None:
+        for run in runs:
+            if self._rt.state != "running":
+                return  # a handler crashed: the rest is redelivered or counted as lost
+            run()
 
     def _on_events(self, env: Envelope, batch: Events) -> None:
         rt = self._rt
@@ -239,6 +266,51 @@ class Messaging:
             attempt=max(1, deliveries), target=rt.id, sender=batch.sender, payload=msg,
         )  # fmt: skip
         return inner, msg
+
+
+GAP_WAIT_S = 2.0
+"""How long a batch waits for an earlier one that has not arrived (lost with a dead
+process, never to come): then it is handled anyway, and the gap logged."""
+
+
+class InOrder:
+    """Puts the numbered batches of one stream back in the order they were sent.
+
+    Batches are numbered from 1 within an ``epoch`` (a new epoch: the sender restarted,
+    or this receiver registered again). Batch 0 is unnumbered: handled at once."""
+
+    def __init__(self) -> None:
+        self.epoch = ""
+        self.next = 1
+        self._held: dict[int, Callable[[], None]] = {}
+
+    @property
+    def waiting(self) -> int:
+        return len(self._held)
+
+    def offer(self, epoch: str, batch: int, run: Callable[[], None]) -> list[Callable[[], None]]:
+        """What to run now, in order: ``run`` and any held batches it unblocks."""
+        if batch <= 0:
+            return [run]
+        out: list[Callable[[], None]] = []
+        if epoch != self.epoch:
+            out = self.skip_gap()  # the old stream's stragglers first, then the new one
+            self.epoch, self.next = epoch, 1
+        if batch < self.next:
+            return [*out, run]  # re-sent by a sender that started over: do not hold it
+        self._held[batch] = run
+        while self.next in self._held:
+            out.append(self._held.pop(self.next))
+            self.next += 1
+        return out
+
+    def skip_gap(self) -> list[Callable[[], None]]:
+        """Give up on the missing batches: everything held, in order."""
+        order = sorted(self._held)
+        out = [self._held.pop(b) for b in order]
+        if order:
+            self.next = order[-1] + 1
+        return out
 
 
 class _Refused(BusinessError):

@@ -63,6 +63,8 @@ class _Sub:
     address: Any
     buffer: SubscriberBuffer[EventItem]
     seq: int = 0
+    epoch: str = field(default_factory=new_id)
+    batches: int = 0
     last_poll: float = field(default_factory=time.monotonic)
     poll: Future[bool] | None = None
 
@@ -165,6 +167,7 @@ class BusActor(Actor):
         elif sub.address != address:  # the subscriber restarted: what it held is gone
             lost = sub.buffer.reset_in_flight()
             sub.address = address
+            sub.epoch, sub.batches = new_id(), 0
             if lost:
                 self.log.warning("events_lost", subscription=sub_id, count=len(lost),
                                  why="subscriber restarted")  # fmt: skip
@@ -197,7 +200,9 @@ class BusActor(Actor):
             return  # restarting: events wait in the buffer
         items = sub.buffer.take()
         if items:
-            events = Events(sub_id=sub.sub_id, items=items, dropped=sub.buffer.dropped)
+            sub.batches += 1
+            events = Events(sub_id=sub.sub_id, items=items, dropped=sub.buffer.dropped,
+                            epoch=sub.epoch, batch=sub.batches)  # fmt: skip
             self._runtime.send_to(sub.address, sub.subscriber, events)
 
     def on_directory(self, changed: list[str]) -> None:

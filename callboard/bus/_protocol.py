@@ -107,6 +107,10 @@ class Events(Message):
     items: list[EventItem]
     dropped: int = 0
     """Events this subscription lost to its overflow policy so far (never silent)."""
+    epoch: str = ""
+    batch: int = 0
+    """Batches are numbered from 1 within an ``epoch`` (one per subscriber incarnation):
+    the transport may reorder two sends, the subscriber puts them back in order."""
 
 
 class AckEvents(Message):

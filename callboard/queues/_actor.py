@@ -27,7 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from callboard.actors import Actor, Future, handler
 from callboard.errors import InvalidMessage, RemoteError
 from callboard.messages import Message, decode_envelope
-from callboard.queues._dispatch import CreditLedger
+from callboard.queues._dispatch import ConsumerState, CreditLedger
 from callboard.queues._protocol import (
     AddDeadLetter,
     Consume,
@@ -242,17 +242,21 @@ class QueueActor(Actor):
                              deliveries=d.deliveries, headers=d.headers)
                 for d in leased
             ]
-            self._send(state.name, state.address, items)
+            self._send(state, items)
 
-    def _send(self, consumer: str, address: Any, items: list[DeliveryItem]) -> None:
+    def _send(self, state: ConsumerState, items: list[DeliveryItem]) -> None:
+        batch = Deliveries(queue=self.args.name, items=items, epoch=state.epoch,
+                           batch=state.batches + 1)  # fmt: skip
         try:
-            self._runtime.send_to(address, consumer, Deliveries(queue=self.args.name, items=items))
+            self._runtime.send_to(state.address, state.name, batch)
+            state.next_batch()
         except InvalidMessage:  # the batch is over max_frame_bytes: split it
             if len(items) > 1:
                 half = len(items) // 2
-                self._send(consumer, address, items[:half])
-                self._send(consumer, address, items[half:])
+                self._send(state, items[:half])
+                self._send(state, items[half:])
                 return
+            consumer = state.name
             self.store.nack(consumer, items[0].id, time.time(), requeue=False,
                             reason="oversized",
                             detail="the message alone exceeds max_frame_bytes")  # fmt: skip

@@ -13,6 +13,7 @@ caller must release what the old one held.
 
 from __future__ import annotations
 
+import secrets
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,6 +26,13 @@ class ConsumerState:
     address: Any
     prefetch: int
     in_flight: set[str] = field(default_factory=set)
+    epoch: str = field(default_factory=lambda: secrets.token_hex(6))
+    """Names this registration's stream of delivery batches (numbered from 1)."""
+    batches: int = 0
+
+    def next_batch(self) -> int:
+        self.batches += 1
+        return self.batches
 
     @property
     def credit(self) -> int:

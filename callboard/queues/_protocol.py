@@ -121,6 +121,10 @@ class Deliveries(Message):
     type_name: ClassVar[str] = _Q + "Deliveries"
     queue: str
     items: list[DeliveryItem]
+    epoch: str = ""
+    batch: int = 0
+    """Numbered from 1 per consumer registration (``epoch``), so the consumer handles
+    batches in the order they were sent even if the transport reorders them."""
 
 
 class Nack(_Model):
