@@ -222,3 +222,27 @@ class BreakersReply:
     breakers: list[dict[str, Any]]
     error: str | None = None
     ref: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class FrameBatch:
+    """Envelope frames from one actor process to one receiver, in the order sent.
+
+    What an actor sends during one turn (one message handled) to one destination travels
+    as one transport message: Thespian acknowledges every transport message before the
+    next to the same target goes, so one message of many frames costs about what one
+    frame does. ``epoch`` names the sending process; ``seq`` numbers its batches to this
+    receiver from 1, so the receiver restores the order if the transport changed it."""
+
+    epoch: str
+    seq: int
+    frames: tuple[bytes, ...]
+
+
+def frames_of(message: Any) -> tuple[bytes, ...]:
+    """The envelope frames a transport message carries (none if it is not user data)."""
+    if isinstance(message, bytes):
+        return (message,)
+    if isinstance(message, FrameBatch):
+        return message.frames
+    return ()

@@ -41,9 +41,32 @@ On one host a closed connection means a dead peer: retry soon, so the resend mee
 refused connection and the sender learns at once that the target is dead."""
 
 
+MAX_QUEUED_TRANSMITS = 256
+"""Thespian's default (950) lets a sender queue hundreds of transmits, and every new one
+scans that queue (about 370 messages/s one at a time between two actors). callboard
+sends one batch per destination per turn, so a deep queue means slow receivers: at this
+depth the sender stops taking new work and drains (Thespian's "tx-only mode") until the
+queue is down to QUEUED_TRANSMIT_UNBLOCK. That is the backpressure a fast producer
+feels: it is slowed, its receivers' backlogs stay bounded. Not lower: a process that
+fans out to many peers at once (the root broadcasting a directory change, the bus) must
+not enter that mode in normal operation, where two such processes could wait on each
+other."""
+QUEUED_TRANSMIT_UNBLOCK = 128
+DROP_TRANSMITS_LEVEL = 1 << 30
+"""Never: past its drop level Thespian fails new transmits outright (the message is
+lost); callboard prefers the producer to wait (above)."""
+
+
 def tune_transport() -> None:
-    """Transport settings callboard sets itself (inherited by the forked admin and actors)."""
-    from thespian.system.transport import TransmitIntent
+    """Transport settings callboard sets itself (inherited by the forked admin and actors).
+
+    Module constants, not environment variables: Thespian reads those once, at import,
+    which may have happened in the host application before callboard ran."""
+    from thespian.system.transport import TransmitIntent, asyncTransportBase
+
+    asyncTransportBase.MAX_QUEUED_TRANSMITS = MAX_QUEUED_TRANSMITS
+    asyncTransportBase.QUEUE_TRANSMIT_UNBLOCK_THRESHOLD = QUEUED_TRANSMIT_UNBLOCK
+    asyncTransportBase.DROP_TRANSMITS_LEVEL = DROP_TRANSMITS_LEVEL
 
     defaults = TransmitIntent.__init__.__defaults__
     if defaults is not None and isinstance(defaults[-1], dt.timedelta):

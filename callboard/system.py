@@ -54,6 +54,7 @@ from callboard._control import (
     Started,
     StartRefused,
     StopTree,
+    frames_of,
     is_stopped,
     routable,
 )
@@ -676,7 +677,7 @@ class System(MessagingAPI):
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return None
-            if isinstance(reply, bytes) and _refuses_control(reply):
+            if any(_refuses_control(f) for f in frames_of(reply)):
                 return _NotASupervisor()
             if reply is None or _gone(reply):  # dead, or a supervisor that has left
                 reply = ctx.ask(locate(True), msg, remaining)
@@ -708,8 +709,8 @@ class System(MessagingAPI):
             if answer is None:
                 # Thespian answers None both on timeout and, quickly, for a dead address.
                 return _DEAD if time.time() < deadline - 0.002 else _timeout()
-            if isinstance(answer, bytes):
-                env = decode_envelope(answer)
+            for frame in frames_of(answer):  # a reply may come in a batch with a late one
+                env = decode_envelope(frame)
                 if env.causation_id == req_id:
                     if env.kind == "error" and _error_code(env) == NO_SUCH_ACTOR:
                         return _DEAD

@@ -8,6 +8,7 @@ user class it hosts arrives in the first message (:class:`~callboard._control.In
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import os
 from typing import Any
 
@@ -29,17 +30,20 @@ from callboard._control import (
     BreakersRequest,
     DirectoryUpdate,
     Exiting,
+    FrameBatch,
     InitActor,
     Probe,
     ProbeAck,
     Shutdown,
     Started,
     StartRefused,
+    frames_of,
 )
+from callboard.actors._ordering import GAP_WAIT_S, InOrder
 from callboard.actors._runtime import ActorRuntime, error_frame, load_actor_class
 from callboard.bus._events import BreakerEvent
 from callboard.errors import NO_SUCH_ACTOR, InvalidMessage
-from callboard.messages import decode_envelope
+from callboard.messages import decode_envelope, new_id
 from callboard.observability import logging as cblog
 from callboard.observability import metrics as cbmetrics
 from callboard.observability.resilience import ResilienceObserver
@@ -47,6 +51,11 @@ from callboard.observability.resilience import ResilienceObserver
 __all__ = ["ActorHost", "process_setup"]
 
 _LEAVE_NOW = "callboard.leave"
+_GAP = "callboard.gap:"
+BATCH_MAX_FRAMES = 512
+BATCH_MAX_BYTES = 1 << 20
+"""A turn's frames for one destination are flushed early at this count or size, so a
+handler that sends a great deal streams it instead of building one huge message."""
 LINGER_S = 0.5
 """How long a process that left on its own stays to refuse (with an answer) what still
 arrives at its old address, while its supervisor already runs the replacement."""
@@ -108,8 +117,41 @@ class ActorHost(ThespianActor):  # type: ignore[misc]
         self._id = "?"
         self._log: Any = None
         self._system_events = False
+        # Frames sent during this turn, per destination: str(address) -> (address, frames,
+        # bytes). Thespian addresses are not hashable, their str() is stable.
+        self._outbox: dict[str, tuple[Any, list[bytes], list[int]]] = {}
+        self._out_seq: dict[str, int] = {}
+        self._epoch = new_id()
+        self._in_order: dict[str, InOrder] = {}
 
     # Port --------------------------------------------------------------------------------
+
+    def send(self, targetAddr: Any, msg: Any) -> None:
+        """Envelope frames wait in the outbox until the end of the turn (or a size bound)
+        and go as one :class:`FrameBatch` per destination; anything else (control
+        messages) goes at once, after what the outbox holds, so order is kept."""
+        if isinstance(msg, bytes):
+            key = str(targetAddr)
+            entry = self._outbox.get(key)
+            if entry is None:
+                entry = self._outbox[key] = (targetAddr, [], [0])
+            entry[1].append(msg)
+            entry[2][0] += len(msg)
+            if len(entry[1]) >= BATCH_MAX_FRAMES or entry[2][0] >= BATCH_MAX_BYTES:
+                self._flush(key)
+            return
+        self._flush_all()
+        super().send(targetAddr, msg)
+
+    def _flush(self, key: str) -> None:
+        address, frames, _ = self._outbox.pop(key)
+        seq = self._out_seq.get(key, 0) + 1
+        self._out_seq[key] = seq
+        super().send(address, FrameBatch(self._epoch, seq, tuple(frames)))
+
+    def _flush_all(self) -> None:
+        for key in list(self._outbox):
+            self._flush(key)
 
     def call_later(self, delay: float, key: str) -> None:
         self.wakeupAfter(dt.timedelta(seconds=max(0.0, delay)), payload=key)
@@ -136,15 +178,21 @@ class ActorHost(ThespianActor):  # type: ignore[misc]
             if self._rt is not None and self._rt.state != "exiting":
                 self._rt.state = "exiting"
                 self.leave("error", f"runtime failure: {type(exc).__name__}: {exc}")
+        finally:
+            self._flush_all()  # the end of the turn: what it sent goes out now
 
     def _on_message(self, msg: Any, sender: Any) -> None:
         rt = self._rt
-        if isinstance(msg, bytes) and rt is not None:
+        if isinstance(msg, FrameBatch):
+            self._on_batch(msg, sender)
+        elif isinstance(msg, bytes) and rt is not None:
             rt.on_frame(msg, sender)
         elif isinstance(msg, Probe):
             self.send(sender, ProbeAck(self._id, msg.seq))  # only between handlers: liveness
         elif isinstance(msg, WakeupMessage):
-            if msg.payload == _LEAVE_NOW:
+            if isinstance(msg.payload, str) and msg.payload.startswith(_GAP):
+                self._gap_timeout(msg.payload[len(_GAP):])
+            elif msg.payload == _LEAVE_NOW:
                 self.send(self.myAddress, ActorExitRequest())
             elif rt is not None and isinstance(msg.payload, str):
                 rt.on_timer(msg.payload)
@@ -170,7 +218,9 @@ class ActorHost(ThespianActor):  # type: ignore[misc]
         elif isinstance(msg, DeadEnvelope) and rt is not None and _sink(rt) is not None:
             sink = _sink(rt)
             assert sink is not None
-            sink(msg.deadAddress, msg.deadMessage)
+            frames = frames_of(msg.deadMessage)
+            for frame in frames or (msg.deadMessage,):
+                sink(msg.deadAddress, frame)
         elif isinstance(msg, ChildActorExited | DeadEnvelope | PoisonMessage):
             if self._log is not None:
                 self._log.warning("undeliverable", kind=type(msg).__name__)
@@ -204,6 +254,37 @@ class ActorHost(ThespianActor):  # type: ignore[misc]
             except LookupError as exc:
                 return BreakersReply(self._id, [], str(exc), req.ref)
         return BreakersReply(self._id, rt.routes.breakers(), None, req.ref)
+
+    def _on_batch(self, batch: FrameBatch, sender: Any) -> None:
+        """Frames from one sender, in the order it sent them (batches it sent earlier
+        that the transport has not delivered yet are waited for, up to GAP_WAIT_S)."""
+        key = str(sender)
+        order = self._in_order.get(key)
+        if order is None:  # the first batch seen from it: start there
+            order = self._in_order[key] = InOrder()
+            order.epoch, order.next = batch.epoch, batch.seq
+        run = functools.partial(self._frames, batch.frames, sender)
+        for each in order.offer(batch.epoch, batch.seq, run):
+            each()
+        if order.waiting:
+            self.wakeupAfter(dt.timedelta(seconds=GAP_WAIT_S), payload=f"{_GAP}{key}")
+
+    def _gap_timeout(self, key: str) -> None:
+        order = self._in_order.get(key)
+        if order is None or not order.waiting:
+            return
+        if self._log is not None:
+            self._log.warning("batch_gap", sender=key, missing=order.next, held=order.waiting)
+        for each in order.skip_gap():
+            each()
+
+    def _frames(self, frames: tuple[bytes, ...], sender: Any) -> None:
+        rt = self._rt
+        for frame in frames:
+            if rt is not None:
+                rt.on_frame(frame, sender)
+            else:
+                self._refuse_unborn(frame, sender)
 
     def _refuse_unborn(self, frame: bytes, sender: Any) -> None:
         try:

@@ -38,6 +38,7 @@ from callboard._control import (
     DirectoryReply,
     DirectoryUpdate,
     Exiting,
+    FrameBatch,
     GetDirectory,
     InitActor,
     InitSupervisor,
@@ -49,6 +50,7 @@ from callboard._control import (
     StartRefused,
     StopTree,
     TreeStopped,
+    frames_of,
     routable,
 )
 from callboard.actors._host import LINGER_S, ActorHost, process_setup
@@ -218,8 +220,9 @@ class SupervisorActor(ThespianActor):  # type: ignore[misc]
         elif isinstance(msg, Shutdown):
             self._stopping = True
             self._enqueue(lambda: self._leave("shutdown", _ASKED))
-        elif isinstance(msg, bytes):
-            self._refuse_user_message(msg, sender)
+        elif isinstance(msg, bytes | FrameBatch):
+            for frame in frames_of(msg):
+                self._refuse_user_message(frame, sender)
         # ActorExitRequest: Thespian ends us after this; our children were stopped already.
 
     # -- startup ---------------------------------------------------------------------------

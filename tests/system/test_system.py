@@ -191,9 +191,11 @@ def test_invalid_input_gets_typed_errors_and_is_counted(start_system: StartSyste
     address = system._resolve("c", system._asys)
     for reason, raw in cases.items():
         answer = system._asys.ask(address, raw, 5)
+        from callboard._control import frames_of
         from callboard.messages import decode_envelope
 
-        env = decode_envelope(answer)
+        (frame,) = frames_of(answer)  # actors send what a turn produced as one batch
+        env = decode_envelope(frame)
         assert env.kind == "error", reason
         assert env.payload["code"] == "invalid_message", reason
         assert env.payload["details"]["reason"] == reason

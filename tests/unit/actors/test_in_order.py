@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from callboard.actors._messaging import InOrder
+from callboard.actors._ordering import InOrder
 
 
 def play(order: InOrder, epoch: str, batch: int, log: list[str]) -> list[str]:
