@@ -49,7 +49,9 @@ def records(path: Path) -> list[tuple[str, int, int]]:
     if not path.exists():
         return []
     out = []
-    for line in path.read_text().splitlines():
+    text = path.read_text()
+    complete = text[: text.rfind("\n") + 1]  # a line still being written is not read yet
+    for line in complete.splitlines():
         producer, seq, pid = line.split()
         out.append((producer, int(seq), int(pid)))
     return out
