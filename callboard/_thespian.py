@@ -67,12 +67,39 @@ def tune_transport() -> None:
     asyncTransportBase.MAX_QUEUED_TRANSMITS = MAX_QUEUED_TRANSMITS
     asyncTransportBase.QUEUE_TRANSMIT_UNBLOCK_THRESHOLD = QUEUED_TRANSMIT_UNBLOCK
     asyncTransportBase.DROP_TRANSMITS_LEVEL = DROP_TRANSMITS_LEVEL
+    _keep_wakeups_while_draining()
 
     defaults = TransmitIntent.__init__.__defaults__
     if defaults is not None and isinstance(defaults[-1], dt.timedelta):
         TransmitIntent.__init__.__defaults__ = (
             *defaults[:-1], dt.timedelta(seconds=TRANSMIT_RETRY_S),
         )  # fmt: skip
+
+
+_wakeups_patched = False
+
+
+def _keep_wakeups_while_draining() -> None:
+    """Thespian loses a wakeup that falls due while the actor drains its transmit queue
+    ("tx-only mode": ``_drain_tx_queue_if_needed`` runs the transport with
+    ``TransmitOnly`` and throws away the wakeup that run hands back). Keep due wakeups
+    queued instead; the next normal pass delivers them. (Without this, a producer that
+    outpaces its receivers could lose its own timers: deadlines, sleeps, schedules.)"""
+    global _wakeups_patched
+    if _wakeups_patched:
+        return
+    from thespian.system.transport import TransmitOnly
+    from thespian.system.transport.wakeupTransportBase import wakeupTransportBase
+
+    original = wakeupTransportBase._deliver_wakeups
+
+    def _deliver_wakeups(self: Any, incomingHandler: Any) -> Any:
+        if incomingHandler is TransmitOnly or isinstance(incomingHandler, TransmitOnly):
+            return None
+        return original(self, incomingHandler)
+
+    wakeupTransportBase._deliver_wakeups = _deliver_wakeups
+    _wakeups_patched = True
 
 
 def apply_bind(address: str) -> None:

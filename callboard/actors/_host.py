@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import heapq
+import itertools
 import os
+import time
 from typing import Any
 
 from thespian.actors import (
@@ -52,6 +55,7 @@ __all__ = ["ActorHost", "process_setup"]
 
 _LEAVE_NOW = "callboard.leave"
 _GAP = "callboard.gap:"
+_TIMERS = "callboard.timers"
 BATCH_MAX_FRAMES = 512
 BATCH_MAX_BYTES = 1 << 20
 """A turn's frames for one destination are flushed early at this count or size, so a
@@ -123,6 +127,9 @@ class ActorHost(ThespianActor):  # type: ignore[misc]
         self._out_seq: dict[str, int] = {}
         self._epoch = new_id()
         self._in_order: dict[str, InOrder] = {}
+        self._timer_heap: list[tuple[float, int, str]] = []
+        self._timer_seq = itertools.count()
+        self._armed: float | None = None  # when the one Thespian wakeup is due
 
     # Port --------------------------------------------------------------------------------
 
@@ -154,7 +161,29 @@ class ActorHost(ThespianActor):  # type: ignore[misc]
             self._flush(key)
 
     def call_later(self, delay: float, key: str) -> None:
-        self.wakeupAfter(dt.timedelta(seconds=max(0.0, delay)), payload=key)
+        """Timers live in one heap per process behind a single Thespian wakeup: Thespian
+        keeps its wakeups in a list it re-sorts on every insert and never cancels, so one
+        wakeup per ask (most of them answered long before they fall due) made every
+        later ask slower."""
+        due = time.monotonic() + max(0.0, delay)
+        heapq.heappush(self._timer_heap, (due, next(self._timer_seq), key))
+        if self._armed is None or due < self._armed - 0.0005:
+            self._arm(due)
+
+    def _arm(self, due: float) -> None:
+        self._armed = due
+        self.wakeupAfter(dt.timedelta(seconds=max(0.0, due - time.monotonic())),
+                         payload=_TIMERS)  # fmt: skip
+
+    def _run_timers(self) -> None:
+        self._armed = None
+        heap = self._timer_heap
+        while heap and heap[0][0] <= time.monotonic() + 0.0005:
+            _, _, key = heapq.heappop(heap)
+            if self._rt is not None:
+                self._rt.on_timer(key)  # a cancelled timer (e.g. answered ask) is a no-op
+        if heap and self._armed is None:
+            self._arm(heap[0][0])
 
     def leave(self, reason: str, detail: str) -> None:
         # Thespian drops whatever reaches a process in its last moments, unanswered. So the
@@ -190,7 +219,9 @@ class ActorHost(ThespianActor):  # type: ignore[misc]
         elif isinstance(msg, Probe):
             self.send(sender, ProbeAck(self._id, msg.seq))  # only between handlers: liveness
         elif isinstance(msg, WakeupMessage):
-            if isinstance(msg.payload, str) and msg.payload.startswith(_GAP):
+            if msg.payload == _TIMERS:
+                self._run_timers()
+            elif isinstance(msg.payload, str) and msg.payload.startswith(_GAP):
                 self._gap_timeout(msg.payload[len(_GAP):])
             elif msg.payload == _LEAVE_NOW:
                 self.send(self.myAddress, ActorExitRequest())
