@@ -39,7 +39,7 @@ def handler(fn: F) -> F:
     return fn
 
 
-def consumer(queue: str, prefetch: int = 10) -> Callable[[F], F]:
+def consumer(queue: str, prefetch: int = 100) -> Callable[[F], F]:
     """Mark a method as the consumer of queue ``queue`` for the message type annotated on
     its one parameter (``[queues.<queue>]`` in config).
 
@@ -49,6 +49,11 @@ def consumer(queue: str, prefetch: int = 10) -> Callable[[F], F]:
     ``rejected``, the error's code as detail); crashing, or not finishing within the
     queue's ``visibility_timeout``, gets it redelivered (up to ``max_deliveries``).
     ``async def`` consumers may ``await``; up to ``prefetch`` run at once.
+
+    ``prefetch`` trades latency and fairness for throughput: each delivery batch and its
+    settlement cost about a millisecond of CPU on each side, so 10 gives a few thousand
+    messages/s and 100 or more tens of thousands; a consumer that dies gives back at
+    most ``prefetch`` messages for redelivery.
     """
     if not isinstance(prefetch, int) or isinstance(prefetch, bool) or prefetch < 1:
         raise ValueError("prefetch must be an int >= 1")

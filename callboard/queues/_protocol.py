@@ -98,7 +98,7 @@ class Consume(Message):
 
     type_name: ClassVar[str] = _Q + "Consume"
     consumer: str
-    prefetch: int = Field(10, ge=1, le=10_000)
+    prefetch: int = Field(100, ge=1, le=10_000)
 
 
 class Consuming(Message):
