@@ -346,8 +346,7 @@ class System(MessagingAPI):
         return False
 
     def _ask_once(self, target: str, msg: Message, deadline: float, attempt: int) -> Any:
-        env = self._envelope("ask", target, msg, deadline)
-        env.attempt = attempt
+        env = self._envelope("ask", target, msg, deadline, attempt)
         frame = encode(env, self.config.system.max_frame_bytes)
         with self._context() as ctx:
             for resend in range(4):
@@ -616,13 +615,15 @@ class System(MessagingAPI):
         if self._state != "running":
             raise SystemNotRunning(f"the system is {self._state}")
 
-    def _envelope(self, kind: Kind, target: str, msg: Message, deadline: float | None) -> Envelope:
+    def _envelope(
+        self, kind: Kind, target: str, msg: Message, deadline: float | None, attempt: int = 1
+    ) -> Envelope:
         msg_id = new_id()
         return Envelope.model_construct(
             kind=kind, id=msg_id, type=msg.type_name, version=msg.version,
             correlation_id=msg_id, causation_id=None, deadline=deadline, priority=0,
-            traceparent=child_traceparent(None), principal=None, attempt=1, target=target,
-            sender=None, payload=msg,
+            traceparent=child_traceparent(None), principal=None, attempt=attempt,
+            target=target, sender=None, payload=msg, degraded=False,
         )  # fmt: skip
 
     @contextlib.contextmanager

@@ -28,6 +28,7 @@ from thespian.actors import (
 
 from callboard import _lifeline
 from callboard._control import (
+    BATCH_TAG,
     Booting,
     BreakersReply,
     BreakersRequest,
@@ -154,7 +155,7 @@ class ActorHost(ThespianActor):  # type: ignore[misc]
         address, frames, _ = self._outbox.pop(key)
         seq = self._out_seq.get(key, 0) + 1
         self._out_seq[key] = seq
-        super().send(address, FrameBatch(self._epoch, seq, tuple(frames)))
+        super().send(address, (BATCH_TAG, self._epoch, seq, tuple(frames)))
 
     def _flush_all(self) -> None:
         for key in list(self._outbox):
@@ -212,8 +213,9 @@ class ActorHost(ThespianActor):  # type: ignore[misc]
 
     def _on_message(self, msg: Any, sender: Any) -> None:
         rt = self._rt
-        if isinstance(msg, FrameBatch):
-            self._on_batch(msg, sender)
+        batch = FrameBatch.of(msg) if type(msg) is tuple else None
+        if batch is not None:
+            self._on_batch(batch, sender)
         elif isinstance(msg, bytes) and rt is not None:
             rt.on_frame(msg, sender)
         elif isinstance(msg, Probe):

@@ -38,7 +38,6 @@ from callboard._control import (
     DirectoryReply,
     DirectoryUpdate,
     Exiting,
-    FrameBatch,
     GetDirectory,
     InitActor,
     InitSupervisor,
@@ -220,7 +219,7 @@ class SupervisorActor(ThespianActor):  # type: ignore[misc]
         elif isinstance(msg, Shutdown):
             self._stopping = True
             self._enqueue(lambda: self._leave("shutdown", _ASKED))
-        elif isinstance(msg, bytes | FrameBatch):
+        elif frames_of(msg):
             for frame in frames_of(msg):
                 self._refuse_user_message(frame, sender)
         # ActorExitRequest: Thespian ends us after this; our children were stopped already.

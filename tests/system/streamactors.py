@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from typing import ClassVar
 
 from pydantic import BaseModel
@@ -33,6 +34,8 @@ class Producer(Actor):
     class Args(BaseModel):
         target: str
         refused_file: str
+        progress_file: str = ""
+        """If set: after each turn, the next seq to send (overwritten in place)."""
 
     @handler
     def stream(self, msg: Stream) -> None:
@@ -46,6 +49,9 @@ class Producer(Actor):
         if refused:
             with open(self.args.refused_file, "a") as f:
                 f.write("".join(f"{seq}\n" for seq in refused))
+        if self.args.progress_file:
+            with open(self.args.progress_file, "w") as f:
+                f.write(str(end))
         if end < msg.count:  # the next turn: a separate handler call, a separate batch
             self.tell(self.id, Stream(start=end, count=msg.count, per_turn=msg.per_turn))
 
@@ -55,10 +61,14 @@ class Sink(Actor):
 
     class Args(BaseModel):
         out: str
+        delay_s: float = 0.0
+        """A slow consumer: this long per item (blocking, like real work)."""
 
     def on_start(self) -> None:
         self._fd = os.open(self.args.out, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
 
     @handler
     def item(self, msg: Item) -> None:
+        if self.args.delay_s:
+            time.sleep(self.args.delay_s)
         os.write(self._fd, f"{msg.producer} {msg.seq} {os.getpid()}\n".encode())
