@@ -3,7 +3,10 @@ SQLite, and an injectable clock (every mutating call takes ``now``).
 
 The queue actor drives a :class:`QueueStore`; two implementations share one semantics:
 :class:`MemoryStore` (dicts and heaps, lost with the process) and :class:`SqliteStore`
-(one SQLite file in WAL mode, one transaction per call, survives restarts).
+(one SQLite file in WAL mode, one transaction per call, survives restarts). The state
+machine itself (argument checks, results, totals, the dedupe, ``max_length`` and
+``max_deliveries`` rules) is written once, in their common base ``_StoreBase``; each store
+only supplies its storage primitives.
 
 A message is *ready* (waiting to be leased), *in flight* (leased to one consumer until its
 lease deadline) or a *dead letter* (parked for an operator). Transitions::
@@ -50,10 +53,13 @@ import itertools
 import json
 import os
 import sqlite3
-from collections.abc import Iterable, Mapping, Sequence
+from abc import abstractmethod
+from collections import Counter
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import asdict, dataclass
 from types import TracebackType
-from typing import Any, Final, Literal, NamedTuple, Protocol, Self
+from typing import Any, Final, Generic, Literal, NamedTuple, Protocol, Self, TypeVar
 
 __all__ = [
     "MAX_PRIORITY",
@@ -440,6 +446,10 @@ class QueueStore(Protocol):
 
 # --- shared helpers ----------------------------------------------------------------------
 
+_Checked = tuple[str, str, int, bytes, int, dict[str, str]]
+"""A validated message: ``(msg_id, type, version, payload, priority, headers)``, the
+headers a private copy."""
+
 
 def _check_message(
     msg_id: object,
@@ -448,8 +458,8 @@ def _check_message(
     payload: object,
     priority: object,
     headers: object,
-) -> dict[str, str]:
-    """Validate one message's fields; return a private copy of its headers."""
+) -> _Checked:
+    """Validate one message's fields; return them with a private copy of its headers."""
     if not isinstance(msg_id, str) or not msg_id:
         raise ValueError("msg_id must be a non-empty string")
     if not isinstance(type_, str) or not type_:
@@ -464,19 +474,15 @@ def _check_message(
         or not MIN_PRIORITY <= priority <= MAX_PRIORITY
     ):
         raise ValueError(f"{msg_id}: priority must be an integer {MIN_PRIORITY}-{MAX_PRIORITY}")
-    if headers is None:
-        return {}
-    if not isinstance(headers, Mapping):
-        raise ValueError(f"{msg_id}: headers must be a mapping of str to str")
     copy: dict[str, str] = {}
-    for key, value in headers.items():
-        if not isinstance(key, str) or not isinstance(value, str):
+    if headers is not None:
+        if not isinstance(headers, Mapping):
             raise ValueError(f"{msg_id}: headers must be a mapping of str to str")
-        copy[key] = value
-    return copy
-
-
-_Checked = tuple[str, str, int, bytes, int, dict[str, str]]
+        for key, value in headers.items():
+            if not isinstance(key, str) or not isinstance(value, str):
+                raise ValueError(f"{msg_id}: headers must be a mapping of str to str")
+            copy[key] = value
+    return msg_id, type_, version, payload, priority, copy
 
 
 def _check_batch(items: Iterable[MessageTuple]) -> list[_Checked]:
@@ -488,9 +494,7 @@ def _check_batch(items: Iterable[MessageTuple]) -> list[_Checked]:
                 "enqueue_many takes NewMessage or (msg_id, type, version, payload, priority, "
                 f"headers) tuples, not {item!r}"
             )
-        msg_id, type_, version, payload, priority, headers = item
-        hdrs = _check_message(msg_id, type_, version, payload, priority, headers)
-        checked.append((msg_id, type_, version, payload, priority, hdrs))
+        checked.append(_check_message(*item))
     return checked
 
 
@@ -524,6 +528,289 @@ def _ids(msg_ids: Iterable[str]) -> list[str]:
     return list(msg_ids)
 
 
+class _Lease(Protocol):
+    """What the shared state machine reads of a store's handle on an in-flight message."""
+
+    @property
+    def msg_id(self) -> str: ...
+    @property
+    def seq(self) -> int: ...
+    @property
+    def deliveries(self) -> int: ...
+
+
+_L = TypeVar("_L", bound=_Lease)
+
+
+def _seq_of(lease: _Lease) -> int:
+    return lease.seq
+
+
+class _StoreBase(QueueStore, Generic[_L]):
+    """The state machine both stores share, written once: argument checks, results, totals,
+    the dedupe and ``max_length`` rules, the ``max_deliveries`` rule and the order things
+    happen in. A store supplies its storage as the primitives below (``_L`` is its handle
+    on an in-flight message); each public call runs inside one :meth:`_atomic` block, so
+    a store whose primitive fails can undo the whole call (totals included)."""
+
+    def __init__(self, limits: StoreLimits) -> None:
+        self.limits = limits
+        self._seq = 0  # the last seq handed out
+        self._totals = dict.fromkeys(_TOTALS, 0)
+
+    # -- storage primitives ---------------------------------------------------------------
+
+    @abstractmethod
+    def _atomic(self) -> AbstractContextManager[None]:
+        """One call's changes, all or nothing."""
+
+    @abstractmethod
+    def _prune_seen(self, cutoff: float) -> None:
+        """Forget ids accepted at or before ``cutoff``."""
+
+    @abstractmethod
+    def _known(self, msg_id: str) -> tuple[float | None, bool]:
+        """When ``msg_id`` was last accepted (if still remembered), and whether the store
+        holds it (ready, in flight or dead letter)."""
+
+    @abstractmethod
+    def _insert(self, seq: int, msg: _Checked, now: float) -> None:
+        """Store a new ready message (history ``"enqueued"``) and remember its id."""
+
+    @abstractmethod
+    def _lease(self, consumer: str, n: int, now: float, deadline: float) -> list[Delivery]:
+        """Lease up to ``n`` ready messages in serving order (history ``"delivered"``)."""
+
+    @abstractmethod
+    def _ack(self, consumer: str, msg_ids: list[str]) -> int:
+        """Delete those of ``msg_ids`` in flight for ``consumer``; return how many."""
+
+    @abstractmethod
+    def _leased(self, consumer: str, msg_id: str) -> _L | None:
+        """``msg_id`` if it is in flight for ``consumer``."""
+
+    @abstractmethod
+    def _due(self, now: float) -> list[_L]:
+        """The leases whose deadline is ``<= now``, in any order."""
+
+    @abstractmethod
+    def _leased_by(self, consumer: str) -> list[_L]:
+        """The leases ``consumer`` holds, in any order."""
+
+    @abstractmethod
+    def _all_leased(self) -> list[_L]:
+        """Every lease, in any order."""
+
+    @abstractmethod
+    def _requeue(self, leases: list[_L], now: float, event: str, note: str) -> None:
+        """End these leases (history ``event``: ``note``): ready again, seq kept."""
+
+    @abstractmethod
+    def _kill(
+        self, leases: list[_L], now: float, event: str, note: str, reason: str, detail: str
+    ) -> None:
+        """End these leases (history ``event``: ``note``) and move the messages to the dead
+        letters in list order (history ``"dead_lettered"``: ``reason``)."""
+
+    @abstractmethod
+    def _dead_page(self, limit: int, offset: int) -> list[DeadLetter]:
+        """Dead letters ``offset`` to ``offset + limit``, oldest first (both ``>= 0``)."""
+
+    @abstractmethod
+    def _dead_ids(self) -> list[str]:
+        """Every dead letter's id, oldest first."""
+
+    @abstractmethod
+    def _revive(self, msg_id: str, seq: int, now: float) -> bool:
+        """Make dead letter ``msg_id`` ready again as ``seq`` (deliveries 0, enqueued
+        ``now``, history ``"replayed"``); ``False`` if there is no such dead letter."""
+
+    @abstractmethod
+    def _purge(self, msg_ids: list[str] | None) -> int:
+        """Delete these dead letters (``None``: all); return how many."""
+
+    @abstractmethod
+    def _add_dead(self, msg: _Checked, reason: str, detail: str, now: float) -> None:
+        """Store a dead letter that was never enqueued (history ``"dead_lettered"``)."""
+
+    # -- the state machine ----------------------------------------------------------------
+
+    def enqueue(
+        self,
+        msg_id: str,
+        type: str,
+        version: int,
+        payload: bytes,
+        priority: int,
+        headers: Mapping[str, str] | None,
+        now: float,
+    ) -> EnqueueResult:
+        msg = _check_message(msg_id, type, version, payload, priority, headers)
+        with self._atomic():
+            self._prune_seen(now - self.limits.dedupe_window_s)
+            return self._enqueue(msg, now)
+
+    def enqueue_many(self, items: Iterable[MessageTuple], now: float) -> list[EnqueueResult]:
+        checked = _check_batch(items)
+        with self._atomic():
+            self._prune_seen(now - self.limits.dedupe_window_s)
+            return [self._enqueue(msg, now) for msg in checked]
+
+    def _enqueue(self, msg: _Checked, now: float) -> EnqueueResult:
+        totals = self._totals
+        seen_at, held = self._known(msg[0])
+        if held or (seen_at is not None and seen_at > now - self.limits.dedupe_window_s):
+            totals["duplicates_total"] += 1
+            return "duplicate"
+        if self.length() >= self.limits.max_length:
+            totals["rejected_total"] += 1
+            return "full"
+        self._seq += 1
+        self._insert(self._seq, msg, now)
+        totals["enqueued_total"] += 1
+        return "accepted"
+
+    def lease(self, consumer: str, n: int, now: float, visibility_timeout: float) -> list[Delivery]:
+        _check_lease(consumer, visibility_timeout)
+        if n <= 0 or not self.length():
+            return []
+        with self._atomic():
+            out = self._lease(consumer, n, now, now + visibility_timeout)
+            self._totals["redelivered_total"] += sum(1 for d in out if d.deliveries > 1)
+        return out
+
+    def ack(self, consumer: str, msg_ids: Iterable[str], now: float) -> int:
+        ids = _ids(msg_ids)
+        if not ids:
+            return 0
+        with self._atomic():
+            acked = self._ack(consumer, ids)
+            self._totals["acked_total"] += acked
+            self._totals["stale_acks_total"] += len(ids) - acked
+        return acked
+
+    def nack(
+        self,
+        consumer: str,
+        msg_id: str,
+        now: float,
+        requeue: bool = True,
+        reason: str = "",
+        detail: str = "",
+    ) -> NackResult:
+        with self._atomic():
+            lease = self._leased(consumer, msg_id)
+            if lease is None:
+                self._totals["stale_nacks_total"] += 1
+                return "stale"
+            self._totals["nacked_total"] += 1
+            why = _nack_detail(reason, detail)
+            if requeue and lease.deliveries < self.limits.max_deliveries:
+                self._requeue([lease], now, NACKED, why)
+                return "requeued"
+            dl_reason, dl_detail = _nack_dead(requeue, reason, detail, why)
+            self._dead_letter([lease], now, NACKED, why, dl_reason, dl_detail)
+            return "dead_lettered"
+
+    def expire(self, now: float) -> list[str]:
+        with self._atomic():
+            due = self._due(now)
+            return self._take_back(due, now, EXPIRED, "", LEASE_EXPIRED, "expired_total")
+
+    def release(self, consumer: str, now: float) -> list[str]:
+        with self._atomic():
+            held = self._leased_by(consumer)
+            return self._take_back(held, now, RELEASED, "", CONSUMER_RELEASED, "released_total")
+
+    def recover(self, now: float) -> int:
+        with self._atomic():
+            held = self._all_leased()
+            self._take_back(held, now, RELEASED, QUEUE_RESTARTED, QUEUE_RESTARTED, "released_total")
+        return len(held)
+
+    def _take_back(
+        self, leases: list[_L], now: float, event: str, note: str, dead_detail: str, total: str
+    ) -> list[str]:
+        """End these leases without an ack, in seq order: ready again, or dead letters once
+        their deliveries reached ``max_deliveries``. Returns their ids."""
+        leases.sort(key=_seq_of)
+        limit = self.limits.max_deliveries
+        back = [lease for lease in leases if lease.deliveries < limit]
+        if back:
+            self._requeue(back, now, event, note)
+        if len(back) < len(leases):
+            dead = [lease for lease in leases if lease.deliveries >= limit]
+            self._dead_letter(dead, now, event, note, MAX_DELIVERIES, dead_detail)
+        self._totals[total] += len(leases)
+        return [lease.msg_id for lease in leases]
+
+    def _dead_letter(
+        self, leases: list[_L], now: float, event: str, note: str, reason: str, detail: str
+    ) -> None:
+        self._kill(leases, now, event, note, reason, detail)
+        self._totals["dead_lettered_total"] += len(leases)
+
+    def dead_letters(self, limit: int = 100, offset: int = 0) -> list[DeadLetter]:
+        if limit <= 0:
+            return []
+        return self._dead_page(limit, max(offset, 0))
+
+    def replay(self, msg_ids: Sequence[str] | None, now: float) -> int:
+        with self._atomic():
+            count = 0
+            for msg_id in self._dead_ids() if msg_ids is None else _ids(msg_ids):
+                if self._revive(msg_id, self._seq + 1, now):
+                    self._seq += 1
+                    count += 1
+            self._totals["replayed_total"] += count
+        return count
+
+    def purge_dead_letters(self, msg_ids: Sequence[str] | None) -> int:
+        with self._atomic():
+            return self._purge(None if msg_ids is None else _ids(msg_ids))
+
+    def add_dead_letter(
+        self,
+        msg_id: str,
+        type: str,
+        version: int,
+        payload: bytes,
+        priority: int,
+        headers: Mapping[str, str] | None,
+        reason: str,
+        detail: str,
+        now: float,
+    ) -> bool:
+        msg = _check_message(msg_id, type, version, payload, priority, headers)
+        with self._atomic():
+            _, held = self._known(msg_id)
+            if held:
+                return False
+            self._add_dead(msg, reason, detail, now)
+            self._totals["dead_lettered_total"] += 1
+        return True
+
+    def _stats(
+        self,
+        ready_by_priority: Iterable[tuple[int, int]],
+        in_flight_by_consumer: dict[str, int],
+        dead_letters: int,
+        dedupe_ids: int,
+    ) -> QueueStats:
+        """The stats from a store's counts (consumers in name order) and the totals."""
+        depth = dict.fromkeys(range(MIN_PRIORITY, MAX_PRIORITY + 1), 0)
+        depth.update(ready_by_priority)
+        return QueueStats(
+            ready=sum(depth.values()),
+            in_flight=sum(in_flight_by_consumer.values()),
+            dead_letters=dead_letters,
+            depth_by_priority=depth,
+            in_flight_by_consumer=in_flight_by_consumer,
+            dedupe_ids=dedupe_ids,
+            **self._totals,
+        )
+
+
 # --- in memory ---------------------------------------------------------------------------
 
 
@@ -551,13 +838,16 @@ class _Dead:
     dead_at: float
 
 
-class MemoryStore(QueueStore):
+_NO_TRANSACTION: Final = nullcontext()
+
+
+class MemoryStore(_StoreBase[_Msg]):
     """The in-memory store: a heap of ready messages, leases per consumer, a heap of lease
     deadlines (entries left behind by acks are dropped lazily), insertion-ordered dead
     letters. Everything is lost with the process."""
 
     def __init__(self, limits: StoreLimits) -> None:
-        self.limits = limits
+        super().__init__(limits)
         self._msgs: dict[str, _Msg] = {}
         self._ready: list[tuple[int, int, str]] = []  # (-priority, seq, msg_id)
         self._leases: dict[str, dict[str, _Msg]] = {}  # consumer -> msg_id -> message
@@ -567,93 +857,44 @@ class MemoryStore(QueueStore):
         self._dead: dict[str, _Dead] = {}
         self._seen: dict[str, float] = {}  # msg_id -> accepted at
         self._seen_heap: list[tuple[float, str]] = []
-        self._seq = 0
-        self._totals = dict.fromkeys(_TOTALS, 0)
+
+    def _atomic(self) -> AbstractContextManager[None]:
+        """Nothing to undo: arguments are checked before anything changes."""
+        return _NO_TRANSACTION
 
     # -- enqueue --------------------------------------------------------------------------
 
-    def enqueue(
-        self,
-        msg_id: str,
-        type: str,
-        version: int,
-        payload: bytes,
-        priority: int,
-        headers: Mapping[str, str] | None,
-        now: float,
-    ) -> EnqueueResult:
-        hdrs = _check_message(msg_id, type, version, payload, priority, headers)
-        self._prune_seen(now)
-        return self._enqueue(msg_id, type, version, payload, priority, hdrs, now)
-
-    def enqueue_many(self, items: Iterable[MessageTuple], now: float) -> list[EnqueueResult]:
-        checked = _check_batch(items)
-        self._prune_seen(now)
-        return [self._enqueue(*m, now) for m in checked]
-
-    def _enqueue(
-        self,
-        msg_id: str,
-        type_: str,
-        version: int,
-        payload: bytes,
-        priority: int,
-        headers: dict[str, str],
-        now: float,
-    ) -> EnqueueResult:
-        totals = self._totals
-        seen_at = self._seen.get(msg_id)
-        if (
-            (seen_at is not None and seen_at > now - self.limits.dedupe_window_s)
-            or msg_id in self._msgs
-            or msg_id in self._dead
-        ):
-            totals["duplicates_total"] += 1
-            return "duplicate"
-        if len(self._msgs) >= self.limits.max_length:
-            totals["rejected_total"] += 1
-            return "full"
-        self._seq += 1
-        msg = _Msg(
-            msg_id,
-            type_,
-            version,
-            payload,
-            priority,
-            self._seq,
-            now,
-            0,
-            headers,
-            [HistoryEntry(now, ENQUEUED, None, "")],
-        )
-        self._msgs[msg_id] = msg
-        heapq.heappush(self._ready, (-priority, msg.seq, msg_id))
-        self._seen[msg_id] = now
-        heapq.heappush(self._seen_heap, (now, msg_id))
-        totals["enqueued_total"] += 1
-        return "accepted"
-
-    def _prune_seen(self, now: float) -> None:
-        cutoff = now - self.limits.dedupe_window_s
+    def _prune_seen(self, cutoff: float) -> None:
         heap, seen = self._seen_heap, self._seen
         while heap and heap[0][0] <= cutoff:
             at, msg_id = heapq.heappop(heap)
             if seen.get(msg_id) == at:  # else a later acceptance has its own entry
                 del seen[msg_id]
 
+    def _known(self, msg_id: str) -> tuple[float | None, bool]:
+        return self._seen.get(msg_id), msg_id in self._msgs or msg_id in self._dead
+
+    def _insert(self, seq: int, msg: _Checked, now: float) -> None:
+        msg_id, type_, version, payload, priority, headers = msg
+        entry = HistoryEntry(now, ENQUEUED, None, "")
+        self._msgs[msg_id] = _Msg(
+            msg_id, type_, version, payload, priority, seq, now, 0, headers, [entry]
+        )
+        heapq.heappush(self._ready, (-priority, seq, msg_id))
+        self._seen[msg_id] = now
+        heapq.heappush(self._seen_heap, (now, msg_id))
+
     # -- leases ---------------------------------------------------------------------------
 
-    def lease(self, consumer: str, n: int, now: float, visibility_timeout: float) -> list[Delivery]:
-        _check_lease(consumer, visibility_timeout)
+    def _lease(self, consumer: str, n: int, now: float, deadline: float) -> list[Delivery]:
+        ready = self._ready
         out: list[Delivery] = []
-        if n <= 0 or not self._ready:
+        if not ready:
             return out
-        deadline = now + visibility_timeout
         held = self._leases.setdefault(consumer, {})
         entry = HistoryEntry(now, DELIVERED, consumer, "")
-        redelivered = 0
-        while self._ready and len(out) < n:
-            _, _, msg_id = heapq.heappop(self._ready)
+        while ready and len(out) < n:
+            _, _, msg_id = heapq.heappop(ready)
             msg = self._msgs[msg_id]
             msg.deliveries += 1
             msg.consumer = consumer
@@ -661,8 +902,6 @@ class MemoryStore(QueueStore):
             msg.history.append(entry)
             held[msg_id] = msg
             heapq.heappush(self._deadlines, (deadline, msg.seq, msg.deliveries, msg_id))
-            if msg.deliveries > 1:
-                redelivered += 1
             out.append(
                 Delivery(
                     msg_id,
@@ -675,108 +914,78 @@ class MemoryStore(QueueStore):
                     msg.enqueued_at,
                 )
             )
-        self._totals["redelivered_total"] += redelivered
         return out
 
-    def ack(self, consumer: str, msg_ids: Iterable[str], now: float) -> int:
+    def _ack(self, consumer: str, msg_ids: list[str]) -> int:
         held = self._leases.get(consumer)
-        acked = stale = 0
-        for msg_id in _ids(msg_ids):
-            if held is not None and held.pop(msg_id, None) is not None:
+        if held is None:
+            return 0
+        acked = 0
+        for msg_id in msg_ids:
+            if held.pop(msg_id, None) is not None:
                 del self._msgs[msg_id]
                 acked += 1
-            else:
-                stale += 1
-        if held is not None and not held:
+        if not held:
             del self._leases[consumer]
-        self._totals["acked_total"] += acked
-        self._totals["stale_acks_total"] += stale
         return acked
 
-    def nack(
-        self,
-        consumer: str,
-        msg_id: str,
-        now: float,
-        requeue: bool = True,
-        reason: str = "",
-        detail: str = "",
-    ) -> NackResult:
+    def _leased(self, consumer: str, msg_id: str) -> _Msg | None:
         held = self._leases.get(consumer)
-        msg = held.get(msg_id) if held is not None else None
-        if msg is None:
-            self._totals["stale_nacks_total"] += 1
-            return "stale"
-        self._totals["nacked_total"] += 1
-        why = _nack_detail(reason, detail)
-        msg.history.append(HistoryEntry(now, NACKED, consumer, why))
-        if requeue and msg.deliveries < self.limits.max_deliveries:
-            self._unlease(msg)
-            heapq.heappush(self._ready, (-msg.priority, msg.seq, msg_id))
-            return "requeued"
-        self._kill(msg, *_nack_dead(requeue, reason, detail, why), now)
-        return "dead_lettered"
+        return held.get(msg_id) if held is not None else None
 
-    def expire(self, now: float) -> list[str]:
+    def _in_flight(self, seq: int, deliveries: int, msg_id: str) -> _Msg | None:
+        """The message of a deadline heap entry, if that lease is still current."""
+        msg = self._msgs.get(msg_id)
+        if (
+            msg is not None
+            and msg.consumer is not None
+            and msg.seq == seq
+            and msg.deliveries == deliveries
+        ):
+            return msg
+        return None
+
+    def _due(self, now: float) -> list[_Msg]:
         heap = self._deadlines
         due: list[_Msg] = []
         while heap and heap[0][0] <= now:
             _, seq, deliveries, msg_id = heapq.heappop(heap)
-            msg = self._msgs.get(msg_id)
-            if (
-                msg is not None
-                and msg.consumer is not None
-                and msg.seq == seq
-                and msg.deliveries == deliveries
-            ):
+            msg = self._in_flight(seq, deliveries, msg_id)
+            if msg is not None:
                 due.append(msg)
-        due.sort(key=lambda m: m.seq)
-        self._totals["expired_total"] += len(due)
-        return self._take_back(due, now, EXPIRED, "", LEASE_EXPIRED)
+        return due
 
     def next_expiry(self) -> float | None:
         heap = self._deadlines
         while heap:
             deadline, seq, deliveries, msg_id = heap[0]
-            msg = self._msgs.get(msg_id)
-            if (
-                msg is not None
-                and msg.consumer is not None
-                and msg.seq == seq
-                and msg.deliveries == deliveries
-            ):
+            if self._in_flight(seq, deliveries, msg_id) is not None:
                 return deadline
             heapq.heappop(heap)
         return None
 
-    def release(self, consumer: str, now: float) -> list[str]:
+    def _leased_by(self, consumer: str) -> list[_Msg]:
         held = self._leases.get(consumer)
-        if not held:
-            return []
-        msgs = sorted(held.values(), key=lambda m: m.seq)
-        self._totals["released_total"] += len(msgs)
-        return self._take_back(msgs, now, RELEASED, "", CONSUMER_RELEASED)
+        return list(held.values()) if held else []
 
-    def recover(self, now: float) -> int:
-        msgs = sorted(
-            (m for held in self._leases.values() for m in held.values()), key=lambda m: m.seq
-        )
-        self._totals["released_total"] += len(msgs)
-        return len(self._take_back(msgs, now, RELEASED, QUEUE_RESTARTED, QUEUE_RESTARTED))
+    def _all_leased(self) -> list[_Msg]:
+        return [m for held in self._leases.values() for m in held.values()]
 
-    def _take_back(
-        self, msgs: list[_Msg], now: float, event: str, event_detail: str, dead_detail: str
-    ) -> list[str]:
-        """End these leases without an ack (``msgs`` in seq order)."""
-        limit = self.limits.max_deliveries
-        for msg in msgs:
-            msg.history.append(HistoryEntry(now, event, msg.consumer, event_detail))
-            if msg.deliveries >= limit:
-                self._kill(msg, MAX_DELIVERIES, dead_detail, now)
-            else:
-                self._unlease(msg)
-                heapq.heappush(self._ready, (-msg.priority, msg.seq, msg.msg_id))
-        return [m.msg_id for m in msgs]
+    def _requeue(self, leases: list[_Msg], now: float, event: str, note: str) -> None:
+        for msg in leases:
+            msg.history.append(HistoryEntry(now, event, msg.consumer, note))
+            self._unlease(msg)
+            heapq.heappush(self._ready, (-msg.priority, msg.seq, msg.msg_id))
+
+    def _kill(
+        self, leases: list[_Msg], now: float, event: str, note: str, reason: str, detail: str
+    ) -> None:
+        for msg in leases:
+            msg.history.append(HistoryEntry(now, event, msg.consumer, note))
+            msg.history.append(HistoryEntry(now, DEAD_LETTERED, msg.consumer, reason))
+            self._unlease(msg)
+            del self._msgs[msg.msg_id]
+            self._dead[msg.msg_id] = _Dead(msg, reason, detail, now)
 
     def _unlease(self, msg: _Msg) -> None:
         consumer = msg.consumer
@@ -788,20 +997,9 @@ class MemoryStore(QueueStore):
         msg.consumer = None
         msg.deadline = 0.0
 
-    def _kill(self, msg: _Msg, reason: str, detail: str, now: float) -> None:
-        """Move an in-flight message to the dead letters."""
-        msg.history.append(HistoryEntry(now, DEAD_LETTERED, msg.consumer, reason))
-        self._unlease(msg)
-        del self._msgs[msg.msg_id]
-        self._dead[msg.msg_id] = _Dead(msg, reason, detail, now)
-        self._totals["dead_lettered_total"] += 1
-
     # -- dead letters ---------------------------------------------------------------------
 
-    def dead_letters(self, limit: int = 100, offset: int = 0) -> list[DeadLetter]:
-        if limit <= 0:
-            return []
-        start = max(offset, 0)
+    def _dead_page(self, limit: int, offset: int) -> list[DeadLetter]:
         return [
             DeadLetter(
                 d.msg.msg_id,
@@ -817,65 +1015,37 @@ class MemoryStore(QueueStore):
                 d.dead_at,
                 list(d.msg.history),
             )
-            for d in itertools.islice(self._dead.values(), start, start + limit)
+            for d in itertools.islice(self._dead.values(), offset, offset + limit)
         ]
 
-    def replay(self, msg_ids: Sequence[str] | None, now: float) -> int:
-        ids = list(self._dead) if msg_ids is None else _ids(msg_ids)
-        count = 0
-        for msg_id in ids:
-            dead = self._dead.pop(msg_id, None)
-            if dead is None:
-                continue
-            msg = dead.msg
-            self._seq += 1
-            msg.seq = self._seq
-            msg.deliveries = 0
-            msg.enqueued_at = now
-            msg.history.append(HistoryEntry(now, REPLAYED, None, ""))
-            self._msgs[msg_id] = msg
-            heapq.heappush(self._ready, (-msg.priority, msg.seq, msg_id))
-            count += 1
-        self._totals["replayed_total"] += count
-        return count
+    def _dead_ids(self) -> list[str]:
+        return list(self._dead)
 
-    def purge_dead_letters(self, msg_ids: Sequence[str] | None) -> int:
+    def _revive(self, msg_id: str, seq: int, now: float) -> bool:
+        dead = self._dead.pop(msg_id, None)
+        if dead is None:
+            return False
+        msg = dead.msg
+        msg.seq = seq
+        msg.deliveries = 0
+        msg.enqueued_at = now
+        msg.history.append(HistoryEntry(now, REPLAYED, None, ""))
+        self._msgs[msg_id] = msg
+        heapq.heappush(self._ready, (-msg.priority, seq, msg_id))
+        return True
+
+    def _purge(self, msg_ids: list[str] | None) -> int:
         if msg_ids is None:
             count = len(self._dead)
             self._dead.clear()
             return count
-        return sum(self._dead.pop(i, None) is not None for i in _ids(msg_ids))
+        return sum(self._dead.pop(i, None) is not None for i in msg_ids)
 
-    def add_dead_letter(
-        self,
-        msg_id: str,
-        type: str,
-        version: int,
-        payload: bytes,
-        priority: int,
-        headers: Mapping[str, str] | None,
-        reason: str,
-        detail: str,
-        now: float,
-    ) -> bool:
-        hdrs = _check_message(msg_id, type, version, payload, priority, headers)
-        if msg_id in self._msgs or msg_id in self._dead:
-            return False
-        msg = _Msg(
-            msg_id,
-            type,
-            version,
-            payload,
-            priority,
-            0,
-            now,
-            0,
-            hdrs,
-            [HistoryEntry(now, DEAD_LETTERED, None, reason)],
-        )
-        self._dead[msg_id] = _Dead(msg, reason, detail, now)
-        self._totals["dead_lettered_total"] += 1
-        return True
+    def _add_dead(self, msg: _Checked, reason: str, detail: str, now: float) -> None:
+        msg_id, type_, version, payload, priority, headers = msg
+        entry = HistoryEntry(now, DEAD_LETTERED, None, reason)
+        dead = _Msg(msg_id, type_, version, payload, priority, 0, now, 0, headers, [entry])
+        self._dead[msg_id] = _Dead(dead, reason, detail, now)
 
     # -- queries --------------------------------------------------------------------------
 
@@ -904,18 +1074,11 @@ class MemoryStore(QueueStore):
         return len(self._msgs)
 
     def stats(self) -> QueueStats:
-        depth = dict.fromkeys(range(MIN_PRIORITY, MAX_PRIORITY + 1), 0)
-        for neg_priority, _, _ in self._ready:
-            depth[-neg_priority] += 1
-        by_consumer = {c: len(held) for c, held in sorted(self._leases.items())}
-        return QueueStats(
-            ready=len(self._ready),
-            in_flight=sum(by_consumer.values()),
-            dead_letters=len(self._dead),
-            depth_by_priority=depth,
-            in_flight_by_consumer=by_consumer,
-            dedupe_ids=len(self._seen),
-            **self._totals,
+        return self._stats(
+            Counter(-neg_priority for neg_priority, _, _ in self._ready).items(),
+            {c: len(held) for c, held in sorted(self._leases.items())},
+            len(self._dead),
+            len(self._seen),
         )
 
     def close(self) -> None:
@@ -1049,13 +1212,24 @@ _SQL_SAVE_META: Final = "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)"
 
 _SYNCHRONOUS: Final[dict[str, str]] = {"always": "FULL", "normal": "NORMAL", "off": "OFF"}
 
-# A lease-holding row as the take-back queries return it.
-_Leased = tuple[int, str, str, int]  # seq, msg_id, consumer, deliveries
+
+class _Leased(NamedTuple):
+    """A lease-holding row as the take-back queries return it."""
+
+    seq: int
+    msg_id: str
+    consumer: str
+    deliveries: int
+
+
+# What ``json.dumps(value, separators=(",", ":"))`` builds afresh on every call: the same
+# text, without the per-call set-up on the enqueue path.
+_COMPACT_JSON: Final = json.JSONEncoder(separators=(",", ":"))
 
 
 def _history_line(at: float, event: str, consumer: str | None, detail: str) -> str:
     """One history entry as stored: a JSON array per line, so appending is ``||``."""
-    return json.dumps([at, event, consumer, detail], separators=(",", ":")) + "\n"
+    return _COMPACT_JSON.encode([at, event, consumer, detail]) + "\n"
 
 
 def _parse_history(text: str) -> list[HistoryEntry]:
@@ -1063,7 +1237,7 @@ def _parse_history(text: str) -> list[HistoryEntry]:
 
 
 def _dump_headers(headers: dict[str, str]) -> str | None:
-    return json.dumps(headers, separators=(",", ":")) if headers else None
+    return _COMPACT_JSON.encode(headers) if headers else None
 
 
 def _load_headers(text: str | None) -> dict[str, str]:
@@ -1073,7 +1247,7 @@ def _load_headers(text: str | None) -> dict[str, str]:
     return headers
 
 
-class SqliteStore(QueueStore):
+class SqliteStore(_StoreBase[_Leased]):
     """The durable store: one SQLite file in WAL mode, one connection, one ``BEGIN
     IMMEDIATE`` transaction per call (batch calls included): a call either happened
     entirely or not at all, and a crash of the process never loses a call that returned.
@@ -1095,13 +1269,11 @@ class SqliteStore(QueueStore):
     ) -> None:
         if fsync not in _SYNCHRONOUS:
             raise ValueError(f"fsync must be one of {sorted(_SYNCHRONOUS)}, not {fsync!r}")
-        self.limits = limits
+        super().__init__(limits)
         self.path = os.fspath(path)
         self._db = sqlite3.connect(self.path, isolation_level=None, cached_statements=64)
         self._closed = False
-        self._seq = 0
         self._live = 0
-        self._totals: dict[str, int] = {}
         self._saved: dict[str, int] = {}
         try:
             # synchronous first: switching a new file to WAL syncs as synchronous says
@@ -1139,8 +1311,17 @@ class SqliteStore(QueueStore):
 
     # -- transactions ---------------------------------------------------------------------
 
-    def _begin(self) -> None:
+    @contextmanager
+    def _atomic(self) -> Iterator[None]:
+        """One ``BEGIN IMMEDIATE`` transaction: committed with the counters that changed,
+        or rolled back with the cached counters reloaded."""
         self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+            self._commit()
+        except BaseException:
+            self._abort()
+            raise
 
     def _commit(self) -> None:
         """Save the counters that changed, then commit."""
@@ -1159,100 +1340,28 @@ class SqliteStore(QueueStore):
 
     # -- enqueue --------------------------------------------------------------------------
 
-    def enqueue(
-        self,
-        msg_id: str,
-        type: str,
-        version: int,
-        payload: bytes,
-        priority: int,
-        headers: Mapping[str, str] | None,
-        now: float,
-    ) -> EnqueueResult:
-        hdrs = _check_message(msg_id, type, version, payload, priority, headers)
-        self._begin()
-        try:
-            self._db.execute(_SQL_PRUNE, (now - self.limits.dedupe_window_s,))
-            result = self._enqueue(msg_id, type, version, payload, priority, hdrs, now)
-            self._commit()
-        except BaseException:
-            self._abort()
-            raise
-        return result
+    def _prune_seen(self, cutoff: float) -> None:
+        self._db.execute(_SQL_PRUNE, (cutoff,))
 
-    def enqueue_many(self, items: Iterable[MessageTuple], now: float) -> list[EnqueueResult]:
-        checked = _check_batch(items)
-        self._begin()
-        try:
-            self._db.execute(_SQL_PRUNE, (now - self.limits.dedupe_window_s,))
-            results = [self._enqueue(*m, now) for m in checked]
-            self._commit()
-        except BaseException:
-            self._abort()
-            raise
-        return results
+    def _known(self, msg_id: str) -> tuple[float | None, bool]:
+        known: tuple[float | None, bool] = self._db.execute(_SQL_SEEN, (msg_id,)).fetchone()
+        return known
 
-    def _enqueue(
-        self,
-        msg_id: str,
-        type_: str,
-        version: int,
-        payload: bytes,
-        priority: int,
-        headers: dict[str, str],
-        now: float,
-    ) -> EnqueueResult:
-        db, totals = self._db, self._totals
-        seen_at, held = db.execute(_SQL_SEEN, (msg_id,)).fetchone()
-        if held or (seen_at is not None and seen_at > now - self.limits.dedupe_window_s):
-            totals["duplicates_total"] += 1
-            return "duplicate"
-        if self._live >= self.limits.max_length:
-            totals["rejected_total"] += 1
-            return "full"
-        seq = self._seq + 1
-        db.execute(
+    def _insert(self, seq: int, msg: _Checked, now: float) -> None:
+        msg_id, type_, version, payload, priority, headers = msg
+        line = _history_line(now, ENQUEUED, None, "")
+        self._db.execute(
             _SQL_INSERT,
-            (
-                seq,
-                msg_id,
-                type_,
-                version,
-                payload,
-                priority,
-                now,
-                _dump_headers(headers),
-                _history_line(now, ENQUEUED, None, ""),
-            ),
+            (seq, msg_id, type_, version, payload, priority, now, _dump_headers(headers), line),
         )
-        db.execute(_SQL_REMEMBER, (msg_id, now))
-        self._seq = seq
+        self._db.execute(_SQL_REMEMBER, (msg_id, now))
         self._live += 1
-        totals["enqueued_total"] += 1
-        return "accepted"
 
     # -- leases ---------------------------------------------------------------------------
 
-    def lease(self, consumer: str, n: int, now: float, visibility_timeout: float) -> list[Delivery]:
-        _check_lease(consumer, visibility_timeout)
-        if n <= 0 or self._live == 0:
-            return []
-        self._begin()
-        try:
-            rows = self._db.execute(
-                _SQL_LEASE,
-                (
-                    consumer,
-                    now + visibility_timeout,
-                    _history_line(now, DELIVERED, consumer, ""),
-                    n,
-                ),
-            ).fetchall()
-            self._totals["redelivered_total"] += sum(1 for r in rows if r[6] > 1)
-            self._commit()
-        except BaseException:
-            self._abort()
-            raise
+    def _lease(self, consumer: str, n: int, now: float, deadline: float) -> list[Delivery]:
+        line = _history_line(now, DELIVERED, consumer, "")
+        rows = self._db.execute(_SQL_LEASE, (consumer, deadline, line, n)).fetchall()
         rows.sort(key=lambda r: (-r[5], r[0]))  # RETURNING order is unspecified
         return [
             # RETURNING hands REAL values stored as integers back as int: float() them.
@@ -1260,127 +1369,39 @@ class SqliteStore(QueueStore):
             for r in rows
         ]
 
-    def ack(self, consumer: str, msg_ids: Iterable[str], now: float) -> int:
-        ids = _ids(msg_ids)
-        if not ids:
-            return 0
-        self._begin()
-        try:
-            cur = self._db.executemany(_SQL_ACK, [(i, consumer) for i in ids])
-            acked = cur.rowcount
-            self._live -= acked
-            self._totals["acked_total"] += acked
-            self._totals["stale_acks_total"] += len(ids) - acked
-            self._commit()
-        except BaseException:
-            self._abort()
-            raise
+    def _ack(self, consumer: str, msg_ids: list[str]) -> int:
+        acked: int = self._db.executemany(_SQL_ACK, [(i, consumer) for i in msg_ids]).rowcount
+        self._live -= acked
         return acked
 
-    def nack(
-        self,
-        consumer: str,
-        msg_id: str,
-        now: float,
-        requeue: bool = True,
-        reason: str = "",
-        detail: str = "",
-    ) -> NackResult:
-        self._begin()
-        try:
-            row: _Leased | None = self._db.execute(_SQL_HELD, (msg_id, consumer)).fetchone()
-            if row is None:
-                self._totals["stale_nacks_total"] += 1
-                result: NackResult = "stale"
-            else:
-                self._totals["nacked_total"] += 1
-                seq, _, _, deliveries = row
-                why = _nack_detail(reason, detail)
-                nacked = _history_line(now, NACKED, consumer, why)
-                if requeue and deliveries < self.limits.max_deliveries:
-                    self._db.execute(_SQL_REQUEUE, (nacked, seq))
-                    result = "requeued"
-                else:
-                    dl_reason, dl_detail = _nack_dead(requeue, reason, detail, why)
-                    self._kill([(seq, consumer, nacked)], dl_reason, dl_detail, now)
-                    result = "dead_lettered"
-            self._commit()
-        except BaseException:
-            self._abort()
-            raise
-        return result
+    def _leased(self, consumer: str, msg_id: str) -> _Leased | None:
+        row = self._db.execute(_SQL_HELD, (msg_id, consumer)).fetchone()
+        return None if row is None else _Leased._make(row)
 
-    def expire(self, now: float) -> list[str]:
-        return self._take_back(_SQL_DUE, (now,), now, EXPIRED, "", LEASE_EXPIRED, "expired_total")
+    # The take-back queries are not sorted: with ``ORDER BY seq`` SQLite would scan the
+    # table instead of the partial indexes (the shared code sorts).
+
+    def _due(self, now: float) -> list[_Leased]:
+        return list(map(_Leased._make, self._db.execute(_SQL_DUE, (now,))))
 
     def next_expiry(self) -> float | None:
         deadline: float | None = self._db.execute(_SQL_NEXT_EXPIRY).fetchone()[0]
         return deadline
 
-    def release(self, consumer: str, now: float) -> list[str]:
-        return self._take_back(
-            _SQL_BY_CONSUMER,
-            (consumer,),
-            now,
-            RELEASED,
-            "",
-            CONSUMER_RELEASED,
-            "released_total",
-        )
+    def _leased_by(self, consumer: str) -> list[_Leased]:
+        return list(map(_Leased._make, self._db.execute(_SQL_BY_CONSUMER, (consumer,))))
 
-    def recover(self, now: float) -> int:
-        ids = self._take_back(
-            _SQL_ALL_LEASED,
-            (),
-            now,
-            RELEASED,
-            QUEUE_RESTARTED,
-            QUEUE_RESTARTED,
-            "released_total",
-        )
-        return len(ids)
+    def _all_leased(self) -> list[_Leased]:
+        return list(map(_Leased._make, self._db.execute(_SQL_ALL_LEASED)))
 
-    def _take_back(
-        self,
-        query: str,
-        params: tuple[object, ...],
-        now: float,
-        event: str,
-        event_detail: str,
-        dead_detail: str,
-        total: str,
-    ) -> list[str]:
-        """End the leases ``query`` selects without an ack, in seq order (sorted here: with
-        ``ORDER BY seq`` SQLite would scan the table instead of the partial indexes)."""
-        self._begin()
-        try:
-            rows: list[_Leased] = self._db.execute(query, params).fetchall()
-            rows.sort()
-            limit = self.limits.max_deliveries
-            requeue: list[tuple[str, int]] = []
-            dead: list[tuple[int, str, str]] = []
-            for seq, _, consumer, deliveries in rows:
-                line = _history_line(now, event, consumer, event_detail)
-                if deliveries >= limit:
-                    dead.append((seq, consumer, line))
-                else:
-                    requeue.append((line, seq))
-            if requeue:
-                self._db.executemany(_SQL_REQUEUE, requeue)
-            if dead:
-                self._kill(dead, MAX_DELIVERIES, dead_detail, now)
-            self._totals[total] += len(rows)
-            self._commit()
-        except BaseException:
-            self._abort()
-            raise
-        return [r[1] for r in rows]
+    def _requeue(self, leases: list[_Leased], now: float, event: str, note: str) -> None:
+        self._db.executemany(
+            _SQL_REQUEUE, [(_history_line(now, event, m.consumer, note), m.seq) for m in leases]
+        )
 
     def _kill(
-        self, leased: list[tuple[int, str, str]], reason: str, detail: str, now: float
+        self, leases: list[_Leased], now: float, event: str, note: str, reason: str, detail: str
     ) -> None:
-        """Move in-flight messages ``(seq, consumer, history so far)`` to the dead letters,
-        in list order (inside the caller's transaction)."""
         self._db.executemany(
             _SQL_KILL,
             [
@@ -1388,22 +1409,20 @@ class SqliteStore(QueueStore):
                     reason,
                     detail,
                     now,
-                    line + _history_line(now, DEAD_LETTERED, consumer, reason),
-                    seq,
+                    _history_line(now, event, m.consumer, note)
+                    + _history_line(now, DEAD_LETTERED, m.consumer, reason),
+                    m.seq,
                 )
-                for seq, consumer, line in leased
+                for m in leases
             ],
         )
-        self._db.executemany(_SQL_DELETE_SEQ, [(seq,) for seq, _, _ in leased])
-        self._live -= len(leased)
-        self._totals["dead_lettered_total"] += len(leased)
+        self._db.executemany(_SQL_DELETE_SEQ, [(m.seq,) for m in leases])
+        self._live -= len(leases)
 
     # -- dead letters ---------------------------------------------------------------------
 
-    def dead_letters(self, limit: int = 100, offset: int = 0) -> list[DeadLetter]:
-        if limit <= 0:
-            return []
-        rows = self._db.execute(_SQL_DEAD_PAGE, (limit, max(offset, 0))).fetchall()
+    def _dead_page(self, limit: int, offset: int) -> list[DeadLetter]:
+        rows = self._db.execute(_SQL_DEAD_PAGE, (limit, offset)).fetchall()
         return [
             DeadLetter(
                 r[0],
@@ -1422,88 +1441,45 @@ class SqliteStore(QueueStore):
             for r in rows
         ]
 
-    def replay(self, msg_ids: Sequence[str] | None, now: float) -> int:
-        self._begin()
-        try:
-            if msg_ids is None:
-                ids = [
-                    r[0] for r in self._db.execute("SELECT msg_id FROM dead_letters ORDER BY pos")
-                ]
-            else:
-                ids = _ids(msg_ids)
-            line = _history_line(now, REPLAYED, None, "")
+    def _dead_ids(self) -> list[str]:
+        return [r[0] for r in self._db.execute("SELECT msg_id FROM dead_letters ORDER BY pos")]
+
+    def _revive(self, msg_id: str, seq: int, now: float) -> bool:
+        line = _history_line(now, REPLAYED, None, "")
+        if not self._db.execute(_SQL_REPLAY, (seq, now, line, msg_id)).rowcount:
+            return False
+        self._db.execute(_SQL_DELETE_DEAD, (msg_id,))
+        self._live += 1
+        return True
+
+    def _purge(self, msg_ids: list[str] | None) -> int:
+        if msg_ids is None:
+            count: int = self._db.execute("DELETE FROM dead_letters").rowcount
+        elif msg_ids:
+            count = self._db.executemany(_SQL_DELETE_DEAD, [(i,) for i in msg_ids]).rowcount
+        else:
             count = 0
-            for msg_id in ids:
-                cur = self._db.execute(_SQL_REPLAY, (self._seq + 1, now, line, msg_id))
-                if cur.rowcount:
-                    self._db.execute(_SQL_DELETE_DEAD, (msg_id,))
-                    self._seq += 1
-                    count += 1
-            self._live += count
-            self._totals["replayed_total"] += count
-            self._commit()
-        except BaseException:
-            self._abort()
-            raise
         return count
 
-    def purge_dead_letters(self, msg_ids: Sequence[str] | None) -> int:
-        self._begin()
-        try:
-            if msg_ids is None:
-                count = self._db.execute("DELETE FROM dead_letters").rowcount
-            else:
-                ids = _ids(msg_ids)
-                count = (
-                    self._db.executemany(_SQL_DELETE_DEAD, [(i,) for i in ids]).rowcount
-                    if ids
-                    else 0
-                )
-            self._commit()
-        except BaseException:
-            self._abort()
-            raise
-        return count
-
-    def add_dead_letter(
-        self,
-        msg_id: str,
-        type: str,
-        version: int,
-        payload: bytes,
-        priority: int,
-        headers: Mapping[str, str] | None,
-        reason: str,
-        detail: str,
-        now: float,
-    ) -> bool:
-        hdrs = _check_message(msg_id, type, version, payload, priority, headers)
-        self._begin()
-        try:
-            _, held = self._db.execute(_SQL_SEEN, (msg_id,)).fetchone()
-            if not held:
-                self._db.execute(
-                    _SQL_ADD_DEAD,
-                    (
-                        msg_id,
-                        type,
-                        version,
-                        payload,
-                        priority,
-                        _dump_headers(hdrs),
-                        reason,
-                        detail,
-                        now,
-                        now,
-                        _history_line(now, DEAD_LETTERED, None, reason),
-                    ),
-                )
-                self._totals["dead_lettered_total"] += 1
-            self._commit()
-        except BaseException:
-            self._abort()
-            raise
-        return not held
+    def _add_dead(self, msg: _Checked, reason: str, detail: str, now: float) -> None:
+        msg_id, type_, version, payload, priority, headers = msg
+        line = _history_line(now, DEAD_LETTERED, None, reason)
+        self._db.execute(
+            _SQL_ADD_DEAD,
+            (
+                msg_id,
+                type_,
+                version,
+                payload,
+                priority,
+                _dump_headers(headers),
+                reason,
+                detail,
+                now,
+                now,
+                line,
+            ),
+        )
 
     # -- queries --------------------------------------------------------------------------
 
@@ -1532,26 +1508,18 @@ class SqliteStore(QueueStore):
 
     def stats(self) -> QueueStats:
         db = self._db
-        depth = dict.fromkeys(range(MIN_PRIORITY, MAX_PRIORITY + 1), 0)
-        depth.update(
+        return self._stats(
             db.execute(
                 "SELECT priority, count(*) FROM messages WHERE state = 0 GROUP BY priority"
-            ).fetchall()
-        )
-        by_consumer = dict(
-            db.execute(
-                "SELECT consumer, count(*) FROM messages WHERE state = 1 "
-                "GROUP BY consumer ORDER BY consumer"
-            ).fetchall()
-        )
-        return QueueStats(
-            ready=sum(depth.values()),
-            in_flight=sum(by_consumer.values()),
-            dead_letters=db.execute("SELECT count(*) FROM dead_letters").fetchone()[0],
-            depth_by_priority=depth,
-            in_flight_by_consumer=by_consumer,
-            dedupe_ids=db.execute("SELECT count(*) FROM dedupe").fetchone()[0],
-            **self._totals,
+            ).fetchall(),
+            dict(
+                db.execute(
+                    "SELECT consumer, count(*) FROM messages WHERE state = 1 "
+                    "GROUP BY consumer ORDER BY consumer"
+                ).fetchall()
+            ),
+            db.execute("SELECT count(*) FROM dead_letters").fetchone()[0],
+            db.execute("SELECT count(*) FROM dedupe").fetchone()[0],
         )
 
     def close(self) -> None:
