@@ -60,6 +60,18 @@ def system_processes(port: int, pgid: int | None) -> list[int]:
     return sorted(found)
 
 
+def kill_leftovers(port: int, pgid: int | None) -> list[int]:
+    """``system_processes(port, pgid)``, each SIGKILLed with its process group: what a
+    stopped system left behind (empty if it left nothing)."""
+    alive = system_processes(port, pgid)
+    for pid in alive:
+        try:
+            kill_group(os.getpgid(pid))
+        except ProcessLookupError:
+            pass
+    return alive
+
+
 @pytest.fixture
 def port() -> int:
     return pick_port()
@@ -70,15 +82,22 @@ StartSystem = Callable[..., System]
 
 @pytest.fixture
 def start_system(tmp_path: Path) -> Iterator[StartSystem]:
-    """``start_system(children, **system_keys)`` -> a running tcp System on its own port.
+    """``start_system(children, supervisor=None, policies=None, *, queues=None, bus=None,
+    routing=None, daemon=None, **system_keys)`` -> a running tcp System on its own port.
 
+    ``supervisor`` holds the root's ``[supervisor]`` keys besides ``children``; each other
+    top-level section goes by its own name; any further keyword is a ``[system]`` key.
     At teardown the system is stopped and the test FAILS if any of its processes is
     still alive (they are then SIGKILLed by process group, so later tests start clean).
     """
     started: list[tuple[int, System | None]] = []
 
-    def start(children: list[dict[str, Any]], supervisor: dict[str, Any] | None = None,
-              policies: dict[str, Any] | None = None, **system: Any) -> System:  # fmt: skip
+    def start(
+        children: list[dict[str, Any]], supervisor: dict[str, Any] | None = None,
+        policies: dict[str, Any] | None = None, *, queues: dict[str, Any] | None = None,
+        bus: dict[str, Any] | None = None, routing: list[dict[str, Any]] | None = None,
+        daemon: dict[str, Any] | None = None, **system: Any,
+    ) -> System:  # fmt: skip
         port = system.pop("admin_port", None) or pick_port()
         config = {
             "system": {
@@ -89,6 +108,10 @@ def start_system(tmp_path: Path) -> Iterator[StartSystem]:
             },
             "supervisor": {**(supervisor or {}), "children": children},
             "policies": policies or {},
+            "queues": queues or {},
+            "bus": bus or {},
+            "routing": routing or [],
+            "daemon": daemon or {},
         }
         started.append((port, None))
         sys_ = System.start(config)
@@ -102,14 +125,9 @@ def start_system(tmp_path: Path) -> Iterator[StartSystem]:
         pgid = sys_.pgid if sys_ is not None else None
         if sys_ is not None:
             sys_.stop()
-        alive = system_processes(port, pgid)
+        alive = kill_leftovers(port, pgid)
         if alive:
             leaks.append(f"port {port}: pids {alive}")
-            for pid in alive:
-                try:
-                    kill_group(os.getpgid(pid))
-                except ProcessLookupError:
-                    pass
     if leaks:
         pytest.fail("processes left behind after teardown: " + "; ".join(leaks))
 

@@ -4,45 +4,13 @@ killed receiver never got is reported as dead letters (or refused to the sender)
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import pytest
 from streamactors import Stream
 
-from callboard import System
-from callboard._thespian import kill_group
-
-from conftest import pick_port, system_processes
-
-StartWith = Callable[[dict[str, Any]], System]
-
-
-@pytest.fixture
-def start_with(tmp_path: Path) -> Iterator[StartWith]:
-    """A tcp system from a full config (with messaging keys); fails on leftovers."""
-    started: list[tuple[int, System]] = []
-
-    def start(config: dict[str, Any]) -> System:
-        port = pick_port()
-        config.setdefault("system", {}).update(
-            admin_port=port, log_file=str(tmp_path / "actors.log"))  # fmt: skip
-        system = System.start(config)
-        started.append((port, system))
-        return system
-
-    yield start
-    leaks = []
-    for port, system in started:
-        pgid = system.pgid
-        system.stop()
-        alive = system_processes(port, pgid)
-        if alive:
-            leaks.append((port, alive))
-            if pgid:
-                kill_group(pgid)
-    assert not leaks, f"processes left behind: {leaks}"
+from conftest import StartSystem
 
 
 def records(path: Path) -> list[tuple[str, int, int]]:
@@ -73,14 +41,14 @@ def producers(tmp_path: Path, n: int) -> list[dict[str, Any]]:
 
 
 def test_two_producers_streaming_in_many_turns_keep_their_order_and_lose_nothing(
-    start_with: StartWith, tmp_path: Path
+    start_system: StartSystem, tmp_path: Path
 ) -> None:
     out = tmp_path / "sink.txt"
     n = 3000
-    system = start_with({"supervisor": {"children": [
+    system = start_system([
         {"id": "sink", "actor": "streamactors:Sink", "args": {"out": str(out)}},
         *producers(tmp_path, 2),
-    ]}})  # fmt: skip
+    ])  # fmt: skip
     for name, per_turn in (("p0", 100), ("p1", 7)):  # big batches and small ones at once
         system.tell(name, Stream(start=0, count=n, per_turn=per_turn))
     wait_until("every item handled", lambda: len(records(out)) == 2 * n)
@@ -92,7 +60,7 @@ def test_two_producers_streaming_in_many_turns_keep_their_order_and_lose_nothing
 
 
 def test_a_receiver_killed_mid_stream_loses_nothing_silently(
-    start_with: StartWith, tmp_path: Path
+    start_system: StartSystem, tmp_path: Path
 ) -> None:
     """What the dead process never got comes back as dead letters (Thespian could not
     deliver it) or was refused to the producer at send time (the name was restarting);
@@ -101,14 +69,11 @@ def test_a_receiver_killed_mid_stream_loses_nothing_silently(
     handled. (Messages that must survive a crash belong on a durable queue.)"""
     out = tmp_path / "sink.txt"
     n = 30_000
-    system = start_with({
-        "bus": {"enabled": True},
-        "supervisor": {"children": [
-            {"id": "sink", "actor": "streamactors:Sink", "args": {"out": str(out)},
-             "backoff": {"min": 0.3, "max": 0.3, "jitter": 0.0}},
-            *producers(tmp_path, 1),
-        ]},
-    })  # fmt: skip
+    system = start_system([
+        {"id": "sink", "actor": "streamactors:Sink", "args": {"out": str(out)},
+         "backoff": {"min": 0.3, "max": 0.3, "jitter": 0.0}},
+        *producers(tmp_path, 1),
+    ], bus={"enabled": True})  # fmt: skip
     system.tell("p0", Stream(start=0, count=n, per_turn=10))
     wait_until("the stream under way", lambda: out.exists() and out.stat().st_size > 0)
     victim = system.kill("sink")
@@ -147,7 +112,7 @@ def test_a_receiver_killed_mid_stream_loses_nothing_silently(
 
 
 def test_a_fast_producer_is_slowed_by_a_slow_consumer(
-    start_with: StartWith, tmp_path: Path
+    start_system: StartSystem, tmp_path: Path
 ) -> None:
     """Flow control: the producer could send 20,000 items in a second or two; the sink
     takes 2 ms each. The transport only takes so many unacknowledged batches before the
@@ -155,12 +120,12 @@ def test_a_fast_producer_is_slowed_by_a_slow_consumer(
     sink has handled, instead of piling up in the sink's mailbox."""
     out, progress = tmp_path / "sink.txt", tmp_path / "progress.txt"
     n = 20_000
-    system = start_with({"supervisor": {"children": [
+    system = start_system([
         {"id": "sink", "actor": "streamactors:Sink", "args": {"out": str(out), "delay_s": 0.002}},
         {"id": "p0", "actor": "streamactors:Producer",
          "args": {"target": "sink", "refused_file": str(tmp_path / "refused.txt"),
                   "progress_file": str(progress)}},
-    ]}})  # fmt: skip
+    ])  # fmt: skip
     system.tell("p0", Stream(start=0, count=n, per_turn=1))
 
     def gaps() -> tuple[int, int]:

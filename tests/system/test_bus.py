@@ -8,11 +8,10 @@ Nothing here sleeps in place of synchronisation: tests poll an observable condit
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from itertools import pairwise
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
@@ -33,61 +32,17 @@ from busactors import (
 
 from callboard import CallboardError, Message, RemoteError, System
 from callboard._system_messaging import Subscription
-from callboard._thespian import kill_group
 from callboard.bus import InvalidTopic
 from callboard.observability.metrics import parse_exposition
 
-from conftest import pick_port, system_processes
+from conftest import StartSystem
 
 T = TypeVar("T")
-StartBus = Callable[..., System]
 
 COLLECTOR = "busactors:Collector"
 
 
-# -- fixture and helpers -------------------------------------------------------------------
-
-
-@pytest.fixture
-def start_bus(tmp_path: Path) -> Iterator[StartBus]:
-    """``start_bus(children, **top_level)`` -> a running tcp System whose config also has
-    the given top-level sections (``bus``, ``queues``, ``routing``). Teardown as conftest's
-    ``start_system``: stop, then FAIL if any of its processes is still alive."""
-    started: list[tuple[int, System | None]] = []
-
-    def start(children: list[dict[str, Any]], **top: Any) -> System:
-        port = pick_port()
-        config: dict[str, Any] = {
-            "system": {
-                "admin_port": port,
-                "log_level": "info",
-                "log_file": str(tmp_path / "actors.log"),
-            },
-            "supervisor": {"children": children},
-            **top,
-        }
-        started.append((port, None))
-        system = System.start(config)
-        started[-1] = (port, system)
-        return system
-
-    yield start
-
-    leaks: list[str] = []
-    for port, system in started:
-        pgid = system.pgid if system is not None else None
-        if system is not None:
-            system.stop()
-        alive = system_processes(port, pgid)
-        if alive:
-            leaks.append(f"port {port}: pids {alive}")
-            for pid in alive:
-                try:
-                    kill_group(os.getpgid(pid))
-                except ProcessLookupError:
-                    pass
-    if leaks:
-        pytest.fail("processes left behind after teardown: " + "; ".join(leaks))
+# -- helpers -------------------------------------------------------------------------------
 
 
 def wait_for(
@@ -183,8 +138,8 @@ TOPICS: dict[str, set[str]] = {  # topic -> the PATTERNS keys that match it
 }
 
 
-def test_wildcard_patterns_get_exactly_the_matching_events(start_bus: StartBus) -> None:
-    system = start_bus(
+def test_wildcard_patterns_get_exactly_the_matching_events(start_system: StartSystem) -> None:
+    system = start_system(
         [collector(f"sub_{key}", pattern) for key, pattern in PATTERNS.items()],
         bus={"enabled": True, "system_events": False},  # so that "published" is ours only
     )
@@ -221,9 +176,9 @@ def out_of_order(received: list[int]) -> list[tuple[int, int]]:
     return [(a, b) for a, b in pairwise(received) if b != a + 1]
 
 
-def test_each_subscriber_gets_events_in_publication_order(start_bus: StartBus) -> None:
+def test_each_subscriber_gets_events_in_publication_order(start_system: StartSystem) -> None:
     n = 500
-    system = start_bus(
+    system = start_system(
         [collector("ordered", "seq.#"), {"id": "publisher", "actor": "busactors:Publisher"}],
         bus={"enabled": True, "buffer": 4 * n},
     )
@@ -264,10 +219,10 @@ SLOW = "slow:flood.#"
 FAST = "fast:flood.#"
 
 
-def slow_and_fast(start_bus: StartBus, overflow: str) -> System:
+def slow_and_fast(start_system: StartSystem, overflow: str) -> System:
     """A fast subscriber and a parked one (buffer 5, ``overflow``) on ``flood.#``; the bus
     window is 2, so the slow one holds 2 events in flight and 5 waiting before it is full."""
-    system = start_bus(
+    system = start_system(
         [
             collector("slow", "flood.#", "busactors:Sluggish", buffer=5, overflow=overflow),
             collector("fast", "flood.#"),
@@ -283,8 +238,8 @@ def release(system: System, parked: int) -> None:
     assert isinstance(reply, Released) and reply.count == parked
 
 
-def test_drop_oldest_keeps_the_bus_going_and_counts_the_drops(start_bus: StartBus) -> None:
-    system = slow_and_fast(start_bus, "drop_oldest")
+def test_drop_oldest_keeps_the_bus_going_and_counts_the_drops(start_system: StartSystem) -> None:
+    system = slow_and_fast(start_system, "drop_oldest")
     host = system.subscribe("flood.#", buffer=5, overflow="drop_oldest")  # never polled yet
     for i in range(30):
         assert system.publish("flood.a", Order(seq=i)) == 3
@@ -312,8 +267,8 @@ def test_drop_oldest_keeps_the_bus_going_and_counts_the_drops(start_bus: StartBu
     assert subscriptions(system)[SLOW]["dropped"] == 23
 
 
-def test_reject_refuses_the_publisher_once_full(start_bus: StartBus) -> None:
-    system = slow_and_fast(start_bus, "reject")
+def test_reject_refuses_the_publisher_once_full(start_system: StartSystem) -> None:
+    system = slow_and_fast(start_system, "reject")
     for i in range(7):  # 2 in flight + 5 waiting
         assert system.publish("flood.a", Order(seq=i)) == 2
     for i in (7, 8):
@@ -333,8 +288,8 @@ def test_reject_refuses_the_publisher_once_full(start_bus: StartBus) -> None:
     wait_seqs(system, "slow", [*range(7), 9])
 
 
-def test_dead_letter_files_overflowed_events(start_bus: StartBus) -> None:
-    system = slow_and_fast(start_bus, "dead_letter")
+def test_dead_letter_files_overflowed_events(start_system: StartSystem) -> None:
+    system = slow_and_fast(start_system, "dead_letter")
     for i in range(12):
         assert system.publish("flood.a", Order(seq=i)) == 2
     wait_seqs(system, "fast", list(range(12)))
@@ -358,10 +313,10 @@ def test_dead_letter_files_overflowed_events(start_bus: StartBus) -> None:
 # -- 4. a crashing subscriber --------------------------------------------------------------
 
 
-def test_a_crashed_subscriber_is_restarted_and_gets_later_events(start_bus: StartBus) -> None:
+def test_a_crashed_subscriber_is_restarted_and_gets_later_events(start_system: StartSystem) -> None:
     crashy = collector("crashy", "crash.#", "busactors:Crashy")
     crashy["backoff"] = {"min": 1.0, "max": 1.0, "jitter": 0.0}  # down for a second
-    system = start_bus([crashy, collector("steady", "crash.#")], bus={"enabled": True})
+    system = start_system([crashy, collector("steady", "crash.#")], bus={"enabled": True})
     sub_id = "crashy:crash.#"
     wait_subscribed(system, sub_id, "steady:crash.#")
     first_pid = seen(system, "crashy").pid
@@ -409,8 +364,8 @@ def test_a_crashed_subscriber_is_restarted_and_gets_later_events(start_bus: Star
 # -- 5. host subscription with a callback --------------------------------------------------
 
 
-def test_a_host_callback_runs_on_its_own_thread_until_closed(start_bus: StartBus) -> None:
-    system = start_bus([], bus={"enabled": True})
+def test_a_host_callback_runs_on_its_own_thread_until_closed(start_system: StartSystem) -> None:
+    system = start_system([], bus={"enabled": True})
     got: list[tuple[str, int, str]] = []
     nine = threading.Event()
 
@@ -453,7 +408,7 @@ def test_a_host_callback_runs_on_its_own_thread_until_closed(start_bus: StartBus
 
 
 def test_a_durable_subscription_delivers_what_was_published_while_down(
-    start_bus: StartBus, tmp_path: Path, record_property: Callable[[str, object], None]
+    start_system: StartSystem, tmp_path: Path, record_property: Callable[[str, object], None]
 ) -> None:
     out = tmp_path / "audit.txt"
     out.touch()
@@ -462,7 +417,7 @@ def test_a_durable_subscription_delivers_what_was_published_while_down(
         # Restarted a second after it dies: long enough to publish while it is surely down.
         "backoff": {"min": 1.0, "max": 1.0, "jitter": 0.0},
     }  # fmt: skip
-    system = start_bus(
+    system = start_system(
         [auditor],
         queues={"audit": {"durable": True, "path": str(tmp_path / "audit.sqlite")}},
         bus={"enabled": True, "durable": {"audit": {"pattern": "audit.#"}}},
@@ -527,8 +482,8 @@ ROUTING: list[dict[str, Any]] = [
 ]
 
 
-def test_routing_rules_send_messages_to_queues_and_topics(start_bus: StartBus) -> None:
-    system = start_bus(
+def test_routing_rules_send_messages_to_queues_and_topics(start_system: StartSystem) -> None:
+    system = start_system(
         [
             {"id": "ledger", "actor": "busactors:Ledger"},
             {"id": "publisher", "actor": "busactors:Publisher"},
@@ -580,8 +535,10 @@ BAD_TOPICS = ["", "orders..eu", ".orders", "orders.", "orders.*", "orders.#", "a
 BAD_PATTERNS = ["", "orders..#", "orders.#x", "or*ders", "orders.", "a/b", "*." * 40 + "#"]
 
 
-def test_invalid_topics_and_patterns_are_refused_at_once(start_bus: StartBus) -> None:
-    system = start_bus([collector("sink", "ok.#")], bus={"enabled": True, "system_events": False})
+def test_invalid_topics_and_patterns_are_refused_at_once(start_system: StartSystem) -> None:
+    system = start_system(
+        [collector("sink", "ok.#")], bus={"enabled": True, "system_events": False}
+    )
     wait_subscribed(system, "sink:ok.#")
     for topic in BAD_TOPICS:
         with pytest.raises(InvalidTopic) as info:
@@ -599,9 +556,9 @@ def test_invalid_topics_and_patterns_are_refused_at_once(start_bus: StartBus) ->
 
 
 def test_an_event_the_subscriber_cannot_decode_is_counted_not_fatal(
-    start_bus: StartBus,
+    start_system: StartSystem,
 ) -> None:
-    system = start_bus([collector("sink", "ok.#")], bus={"enabled": True})
+    system = start_system([collector("sink", "ok.#")], bus={"enabled": True})
     wait_subscribed(system, "sink:ok.#")
     pid = seen(system, "sink").pid
 

@@ -17,7 +17,7 @@ import pytest
 
 from callboard._thespian import processes_in_group
 
-from conftest import pick_port, system_processes
+from conftest import kill_leftovers, pick_port
 
 HERE = Path(__file__).resolve().parent
 
@@ -131,7 +131,15 @@ def start_daemon(
             intensity=intensity, counter_shutdown=counter_shutdown,
         )
     )  # fmt: skip
-    out, err = tmp_path / f"{name}.out", tmp_path / f"{name}.err"
+    return launch_daemon(config, state, admin_port, api_port, name, wait=wait)
+
+
+def launch_daemon(
+    config: Path, state: Path, admin_port: int, api_port: int, name: str, *, wait: bool = True
+) -> Daemon:
+    """``callboard run --config config`` in a new session, its stdout and stderr in
+    ``name.out`` and ``name.err`` beside ``config``; ``wait``: until its ready line."""
+    out, err = config.parent / f"{name}.out", config.parent / f"{name}.err"
     # Files, not pipes: the daemon's actor processes inherit its stdout/stderr.
     with out.open("wb") as fo, err.open("wb") as fe:
         proc = subprocess.Popen(
@@ -156,7 +164,7 @@ def stop_daemon(d: Daemon, sig: int = signal.SIGTERM) -> int:
 
 
 @pytest.fixture
-def daemons(tmp_path: Path) -> Iterator[list[Daemon]]:
+def daemons() -> Iterator[list[Daemon]]:
     """Daemons started by a test; at teardown each is stopped and the test FAILS if any
     process of its actor system survives."""
     started: list[Daemon] = []
@@ -165,14 +173,9 @@ def daemons(tmp_path: Path) -> Iterator[list[Daemon]]:
     for d in started:
         stop_daemon(d)
         pgid = int(d.info["pgid"]) if d.info.get("pgid") else None  # type: ignore[call-overload]
-        alive = system_processes(d.admin_port, pgid)
+        alive = kill_leftovers(d.admin_port, pgid)
         if alive:
             leaks.append(alive)
-            for pid in alive:
-                try:
-                    os.killpg(os.getpgid(pid), signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
     if leaks:
         pytest.fail(f"processes left behind: {leaks}")
 

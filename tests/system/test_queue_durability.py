@@ -17,29 +17,25 @@ from __future__ import annotations
 import json
 import os
 import random
-import signal
-import subprocess
-import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
 from durableactors import PREFETCH, Job
+from test_daemon import Daemon, launch_daemon, stop_daemon
+from test_daemon import daemons as daemons  # the fixture (stops them, fails on leftovers)
 
 from callboard import Message, System
-from callboard._thespian import kill_group
 from callboard.admin._client import AdminClient, read_token
 from callboard.errors import AskTimeout, RemoteError
 from callboard.queues._protocol import Enqueued, EnqueueMany, Item
 
-from conftest import pick_port, system_processes
-
-HERE = Path(__file__).resolve().parent
+from conftest import StartSystem, pick_port, system_processes
 
 QUEUE = "jobs"
 QUEUE_ACTOR = f"queue.{QUEUE}"
@@ -63,56 +59,6 @@ RETRYABLE = frozenset({"restarting", "crashed", "stopping"})
 
 def job_item(seq: int) -> Item:
     return Item(id=f"job-{seq:05d}", type=Job.type_name, version=Job.version, data={"seq": seq})
-
-
-# -- a system with queues, checked for leftover processes -----------------------------------
-
-StartQueueSystem = Callable[..., System]
-
-
-@pytest.fixture
-def queue_system(tmp_path: Path) -> Iterator[StartQueueSystem]:
-    """``queue_system(children, queues, supervisor=...)`` -> a running tcp System with
-    ``[queues]`` (conftest's ``start_system`` cannot pass them). Teardown as there: the
-    system is stopped and the test FAILS if any of its processes is still alive."""
-    started: list[tuple[int, System | None]] = []
-
-    def start(
-        children: list[dict[str, Any]], queues: dict[str, dict[str, Any]],
-        supervisor: dict[str, Any] | None = None,
-    ) -> System:  # fmt: skip
-        port = pick_port()
-        config = {
-            "system": {
-                "admin_port": port,
-                "log_level": "info",
-                "log_file": str(tmp_path / "actors.log"),
-            },
-            "queues": queues,
-            "supervisor": {**(supervisor or {}), "children": children},
-        }
-        started.append((port, None))
-        system = System.start(config)
-        started[-1] = (port, system)
-        return system
-
-    yield start
-
-    leaks: list[str] = []
-    for port, system in started:
-        pgid = system.pgid if system is not None else None
-        if system is not None:
-            system.stop()
-        alive = system_processes(port, pgid)
-        if alive:
-            leaks.append(f"port {port}: pids {alive}")
-            for pid in alive:
-                try:
-                    kill_group(os.getpgid(pid))
-                except ProcessLookupError:
-                    pass
-    if leaks:
-        pytest.fail("processes left behind after teardown: " + "; ".join(leaks))
 
 
 # -- the producer -------------------------------------------------------------------------
@@ -239,7 +185,7 @@ def read_trail(out_dir: Path) -> tuple[Counter[int], dict[int, set[int]]]:
 
 @pytest.mark.timeout(240)
 def test_ten_thousand_messages_survive_kills_of_the_queue_and_its_consumers(
-    tmp_path: Path, queue_system: StartQueueSystem
+    tmp_path: Path, start_system: StartSystem
 ) -> None:
     out = tmp_path / "trail"
     out.mkdir()
@@ -256,7 +202,7 @@ def test_ten_thousand_messages_survive_kills_of_the_queue_and_its_consumers(
         {"id": name, "actor": "durableactors:Recorder", "args": {"out_dir": str(out)}}
         for name in CONSUMERS
     ]
-    system = queue_system(children, queues, {"intensity": 100, "period": 10})
+    system = start_system(children, supervisor={"intensity": 100, "period": 10}, queues=queues)
     t0 = time.monotonic()
 
     rng = random.Random(SEED)
@@ -373,11 +319,13 @@ def test_ten_thousand_messages_survive_kills_of_the_queue_and_its_consumers(
 
 
 def test_enqueue_many_sent_again_stores_the_batch_once(
-    tmp_path: Path, queue_system: StartQueueSystem
+    tmp_path: Path, start_system: StartSystem
 ) -> None:
     """A batch sent again with the same ids (e.g. after a lost reply) is stored once."""
     queues = {QUEUE: {"durable": True, "path": str(tmp_path / "once.sqlite")}}
-    system = queue_system([{"id": "echo", "actor": "callboard.actors.examples:Echo"}], queues)
+    system = start_system(
+        [{"id": "echo", "actor": "callboard.actors.examples:Echo"}], queues=queues
+    )
     batch: list[Message] = [Job(seq=seq) for seq in range(3)]
     ids = [f"job-{n}" for n in range(3)]
     first = system.enqueue_many(QUEUE, batch, ids=ids)
@@ -413,74 +361,6 @@ actor = "callboard.actors.examples:Echo"
 KEPT = 50
 
 
-@dataclass
-class Daemon:
-    proc: subprocess.Popen[bytes]
-    out: Path
-    err: Path
-    admin_port: int
-    pgid: int | None = None
-
-
-def _env() -> dict[str, str]:
-    return {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")]),
-    }
-
-
-def start_daemon(config: Path, state: Path, admin_port: int, run: int) -> Daemon:
-    out, err = state.parent / f"run{run}.out", state.parent / f"run{run}.err"
-    # Files, not pipes: the daemon's actor processes inherit its stdout/stderr.
-    with out.open("wb") as fo, err.open("wb") as fe:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "callboard", "run", "--config", str(config)],
-            stdout=fo, stderr=fe, env=_env(), start_new_session=True,
-        )  # fmt: skip
-    d = Daemon(proc, out, err, admin_port)
-    deadline = time.monotonic() + 60.0
-    while "callboard ready:" not in out.read_text():
-        if proc.poll() is not None:
-            pytest.fail(f"daemon exited {proc.returncode}:\n{err.read_text()[-3000:]}")
-        if time.monotonic() > deadline:
-            pytest.fail("daemon never printed its ready line")
-        time.sleep(0.02)  # polling the daemon's stdout file for its ready line
-    d.pgid = json.loads((state / "daemon.json").read_text())["pgid"]
-    return d
-
-
-def stop_daemon(d: Daemon) -> int:
-    if d.proc.poll() is None:
-        d.proc.send_signal(signal.SIGTERM)
-    try:
-        return d.proc.wait(timeout=60)
-    except subprocess.TimeoutExpired:
-        os.killpg(d.proc.pid, signal.SIGKILL)  # the session we created for it
-        d.proc.wait()
-        raise
-
-
-@pytest.fixture
-def daemons() -> Iterator[list[Daemon]]:
-    """Daemons started by a test; at teardown each is stopped and the test FAILS if any
-    process of its actor system survives."""
-    started: list[Daemon] = []
-    yield started
-    leaks = []
-    for d in started:
-        stop_daemon(d)
-        alive = system_processes(d.admin_port, d.pgid)
-        if alive:
-            leaks.append(alive)
-            for pid in alive:
-                try:
-                    os.killpg(os.getpgid(pid), signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-    if leaks:
-        pytest.fail(f"processes left behind: {leaks}")
-
-
 def _client(state: Path) -> AdminClient:
     info = json.loads((state / "daemon.json").read_text())
     return AdminClient(info["url"], read_token(state / "admin.token"))
@@ -504,11 +384,11 @@ def write_config(path: Path, admin_port: int, api_port: int, state: Path, db: Pa
 def test_a_daemon_restart_keeps_the_durable_queue(tmp_path: Path, daemons: list[Daemon]) -> None:
     state = tmp_path / "state"
     db = tmp_path / "queues" / "jobs.sqlite"
-    admin_port = pick_port()
-    config = write_config(tmp_path / "daemon.toml", admin_port, pick_port(), state, db)
+    admin_port, api_port = pick_port(), pick_port()
+    config = write_config(tmp_path / "daemon.toml", admin_port, api_port, state, db)
     items = [job_item(seq).model_dump(mode="json") for seq in range(KEPT)]
 
-    first = start_daemon(config, state, admin_port, 1)
+    first = launch_daemon(config, state, admin_port, api_port, "run1")
     daemons.append(first)
     client = _client(state)
     # The admin API has no enqueue endpoint; its generic ask sends any registered
@@ -520,16 +400,16 @@ def test_a_daemon_restart_keeps_the_durable_queue(tmp_path: Path, daemons: list[
     assert (before["ready"], before["enqueued_total"], before["durable"]) == (KEPT, KEPT, True)
 
     assert stop_daemon(first) == 0, first.err.read_text()[-3000:]
-    assert first.pgid is not None
-    assert system_processes(admin_port, first.pgid) == []
+    assert system_processes(admin_port, first.pgid()) == []
     daemons.remove(first)
     assert db.exists()
 
     # The same config but for a fresh API port: restarting on the same one is refused
     # for as long as the first run's API connections sit in TIME_WAIT (see
     # test_a_daemon_restarts_at_once_with_the_same_config).
-    config = write_config(config, admin_port, pick_port(), state, db)
-    second = start_daemon(config, state, admin_port, 2)
+    api_port = pick_port()
+    config = write_config(config, admin_port, api_port, state, db)
+    second = launch_daemon(config, state, admin_port, api_port, "run2")
     daemons.append(second)
     client = _client(state)
     after = _queue_stats(client)
@@ -550,16 +430,16 @@ def test_a_daemon_restarts_at_once_with_the_same_config(
     """After an admin API call, the API port lingers in TIME_WAIT; a restart with the same
     config must not mistake that for a port in use."""
     state = tmp_path / "state"
-    admin_port = pick_port()
+    admin_port, api_port = pick_port(), pick_port()
     config = write_config(
-        tmp_path / "daemon.toml", admin_port, pick_port(), state, tmp_path / "jobs.sqlite"
+        tmp_path / "daemon.toml", admin_port, api_port, state, tmp_path / "jobs.sqlite"
     )
-    first = start_daemon(config, state, admin_port, 1)
+    first = launch_daemon(config, state, admin_port, api_port, "run1")
     daemons.append(first)
     _queue_stats(_client(state))  # one API call: its connection is closed by the server
     assert stop_daemon(first) == 0
     daemons.remove(first)
 
-    second = start_daemon(config, state, admin_port, 2)
+    second = launch_daemon(config, state, admin_port, api_port, "run2")
     daemons.append(second)
     assert _queue_stats(_client(state))["ready"] == 0

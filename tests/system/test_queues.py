@@ -5,10 +5,9 @@ tests poll that file and ``queue_stats`` with a bounded deadline, never sleep bl
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
@@ -17,60 +16,17 @@ import pytest
 from queueactors import Job, Produce, Produced, Release, Released, TellAfterDeath
 
 from callboard import AskTimeout, RemoteError, System
-from callboard._thespian import kill_group
 
-from conftest import pick_port, system_processes
+from conftest import StartSystem
 
 T = TypeVar("T")
-StartQueues = Callable[..., System]
 
 ECHO = "callboard.actors.examples:Echo"
 SLACK_S = 1.0
 """How late a deadline-bound reply may come on a loaded 2-core machine."""
 
 
-# -- fixture and helpers -------------------------------------------------------------------
-
-
-@pytest.fixture
-def start_queues(tmp_path: Path) -> Iterator[StartQueues]:
-    """``start_queues(children, queues, supervisor=None)`` -> a running tcp System with
-    ``[queues]`` on its own port; the same leftover-process check as ``start_system``."""
-    started: list[tuple[int, System | None]] = []
-
-    def start(
-        children: list[dict[str, Any]], queues: dict[str, dict[str, Any]],
-        supervisor: dict[str, Any] | None = None,
-    ) -> System:  # fmt: skip
-        port = pick_port()
-        config = {
-            "system": {"admin_port": port, "log_level": "info",
-                       "log_file": str(tmp_path / "actors.log")},
-            "supervisor": {**(supervisor or {}), "children": children},
-            "queues": queues,
-        }  # fmt: skip
-        started.append((port, None))
-        sys_ = System.start(config)
-        started[-1] = (port, sys_)
-        return sys_
-
-    yield start
-
-    leaks: list[str] = []
-    for port, sys_ in started:
-        pgid = sys_.pgid if sys_ is not None else None
-        if sys_ is not None:
-            sys_.stop()
-        alive = system_processes(port, pgid)
-        if alive:
-            leaks.append(f"port {port}: pids {alive}")
-            for pid in alive:
-                try:
-                    kill_group(os.getpgid(pid))
-                except ProcessLookupError:
-                    pass
-    if leaks:
-        pytest.fail("processes left behind after teardown: " + "; ".join(leaks))
+# -- helpers -------------------------------------------------------------------------------
 
 
 def durable_queue(tmp_path: Path, **spec: Any) -> dict[str, Any]:
@@ -121,10 +77,10 @@ def stats_when(system: System, what: str, pred: Callable[[dict[str, Any]], bool]
 
 
 def test_priority_first_then_fifo_within_a_priority(
-    start_queues: StartQueues, tmp_path: Path
+    start_system: StartSystem, tmp_path: Path
 ) -> None:
     out = tmp_path / "rec.jsonl"
-    system = start_queues([], {"jobs": durable_queue(tmp_path)})
+    system = start_system([], queues={"jobs": durable_queue(tmp_path)})
     priorities = [0, 5, 9, 5, 0, 9, 3, 9, 0, 5, 3, 1]
     for n, p in enumerate(priorities):
         system.enqueue("jobs", Job(n=n), priority=p)
@@ -144,10 +100,12 @@ def test_priority_first_then_fifo_within_a_priority(
 
 
 def test_prefetch_caps_unacked_messages_per_consumer(
-    start_queues: StartQueues, tmp_path: Path
+    start_system: StartSystem, tmp_path: Path
 ) -> None:
     out = tmp_path / "parker.jsonl"
-    system = start_queues([consumer("parker", "Parker", out)], {"jobs": durable_queue(tmp_path)})
+    system = start_system(
+        [consumer("parker", "Parker", out)], queues={"jobs": durable_queue(tmp_path)}
+    )
     system.enqueue_many("jobs", [Job(n=n) for n in range(10)])
 
     stats = stats_when(system, "3 in flight", lambda s: s["in_flight"] == 3)
@@ -171,12 +129,13 @@ def test_prefetch_caps_unacked_messages_per_consumer(
 
 
 def test_silent_consumer_past_visibility_timeout_gets_a_redelivery(
-    start_queues: StartQueues, tmp_path: Path
+    start_system: StartSystem, tmp_path: Path
 ) -> None:
     out = tmp_path / "staller.jsonl"
     queue = durable_queue(tmp_path, visibility_timeout=0.5, max_deliveries=2)
-    system = start_queues(
-        [consumer("staller", "Staller", out, stall_once=[1], stall_always=[2])], {"jobs": queue}
+    system = start_system(
+        [consumer("staller", "Staller", out, stall_once=[1], stall_always=[2])],
+        queues={"jobs": queue},
     )
     system.enqueue("jobs", Job(n=1))
     system.enqueue("jobs", Job(n=2))
@@ -211,14 +170,14 @@ def test_silent_consumer_past_visibility_timeout_gets_a_redelivery(
 
 
 def test_crashing_consumer_dead_letters_after_max_deliveries_then_replay_and_purge(
-    start_queues: StartQueues, tmp_path: Path
+    start_system: StartSystem, tmp_path: Path
 ) -> None:
     out = tmp_path / "rec.jsonl"
     switch = tmp_path / "poisoned"
     switch.write_text("on")
-    system = start_queues(
+    system = start_system(
         [consumer("rec", "Recorder", out, poison=[2, 5], switch=str(switch), fail="crash")],
-        {"jobs": durable_queue(tmp_path, max_deliveries=2)},
+        queues={"jobs": durable_queue(tmp_path, max_deliveries=2)},
         supervisor={"intensity": 10, "period": 10.0},
     )
     for n in range(1, 7):
@@ -259,12 +218,12 @@ def test_crashing_consumer_dead_letters_after_max_deliveries_then_replay_and_pur
 
 
 def test_business_error_rejects_to_dead_letters_without_redelivery(
-    start_queues: StartQueues, tmp_path: Path
+    start_system: StartSystem, tmp_path: Path
 ) -> None:
     out = tmp_path / "rec.jsonl"
-    system = start_queues(
+    system = start_system(
         [consumer("rec", "Recorder", out, poison=[2], fail="reject")],
-        {"jobs": durable_queue(tmp_path, max_deliveries=5)},
+        queues={"jobs": durable_queue(tmp_path, max_deliveries=5)},
     )
     for n in (1, 2, 3):
         system.enqueue("jobs", Job(n=n))
@@ -291,8 +250,10 @@ def test_business_error_rejects_to_dead_letters_without_redelivery(
 # -- backpressure ----------------------------------------------------------------------------
 
 
-def test_overflow_reject_refuses_at_once(start_queues: StartQueues, tmp_path: Path) -> None:
-    system = start_queues([], {"jobs": durable_queue(tmp_path, max_length=5, overflow="reject")})
+def test_overflow_reject_refuses_at_once(start_system: StartSystem, tmp_path: Path) -> None:
+    system = start_system(
+        [], queues={"jobs": durable_queue(tmp_path, max_length=5, overflow="reject")}
+    )
     for n in range(5):
         system.enqueue("jobs", Job(n=n))
     began = time.monotonic()
@@ -310,11 +271,11 @@ def test_overflow_reject_refuses_at_once(start_queues: StartQueues, tmp_path: Pa
     assert stats["ready"] == 5 and stats["rejected_total"] == 3
 
 
-def test_overflow_block_waits_for_room(start_queues: StartQueues, tmp_path: Path) -> None:
+def test_overflow_block_waits_for_room(start_system: StartSystem, tmp_path: Path) -> None:
     out = tmp_path / "parker.jsonl"
-    system = start_queues(
+    system = start_system(
         [consumer("parker", "Parker", out)],
-        {"jobs": durable_queue(tmp_path, max_length=3, overflow="block")},
+        queues={"jobs": durable_queue(tmp_path, max_length=3, overflow="block")},
     )
     for n in range(3):
         system.enqueue("jobs", Job(n=n))
@@ -335,8 +296,10 @@ def test_overflow_block_waits_for_room(start_queues: StartQueues, tmp_path: Path
     assert stats["enqueued_total"] == 4
 
 
-def test_overflow_block_gives_up_at_the_deadline(start_queues: StartQueues, tmp_path: Path) -> None:
-    system = start_queues([], {"jobs": durable_queue(tmp_path, max_length=1, overflow="block")})
+def test_overflow_block_gives_up_at_the_deadline(start_system: StartSystem, tmp_path: Path) -> None:
+    system = start_system(
+        [], queues={"jobs": durable_queue(tmp_path, max_length=1, overflow="block")}
+    )
     system.enqueue("jobs", Job(n=0))
     timeout = 1.0
     began = time.monotonic()
@@ -359,11 +322,11 @@ def test_overflow_block_gives_up_at_the_deadline(start_queues: StartQueues, tmp_
 # -- idempotence -------------------------------------------------------------------------------
 
 
-def test_same_msg_id_is_enqueued_once(start_queues: StartQueues, tmp_path: Path) -> None:
+def test_same_msg_id_is_enqueued_once(start_system: StartSystem, tmp_path: Path) -> None:
     out = tmp_path / "rec.jsonl"
-    system = start_queues(
+    system = start_system(
         [consumer("rec", "Recorder", out), {"id": "producer", "actor": "queueactors:Producer"}],
-        {"jobs": durable_queue(tmp_path)},
+        queues={"jobs": durable_queue(tmp_path)},
     )
     assert system.enqueue("jobs", Job(n=1), msg_id="order-1") == "order-1"
     assert system.enqueue("jobs", Job(n=1), msg_id="order-1") == "order-1"
@@ -384,13 +347,13 @@ def test_same_msg_id_is_enqueued_once(start_queues: StartQueues, tmp_path: Path)
 
 
 def test_killed_consumer_gets_its_unacked_messages_back_quickly(
-    start_queues: StartQueues, tmp_path: Path
+    start_system: StartSystem, tmp_path: Path
 ) -> None:
     out = tmp_path / "worker.jsonl"
     total = 60
-    system = start_queues(
+    system = start_system(
         [consumer("worker", "Worker", out, work_s=0.1)],
-        {"jobs": durable_queue(tmp_path, visibility_timeout=30.0)},
+        queues={"jobs": durable_queue(tmp_path, visibility_timeout=30.0)},
     )
     system.enqueue_many("jobs", [Job(n=n) for n in range(total)])
     wait_for("work under way", lambda: len(done(out)) >= 5)
@@ -414,10 +377,12 @@ def test_killed_consumer_gets_its_unacked_messages_back_quickly(
           f"{stats['released_total']} released")  # fmt: skip
 
 
-def test_killed_durable_queue_loses_nothing(start_queues: StartQueues, tmp_path: Path) -> None:
+def test_killed_durable_queue_loses_nothing(start_system: StartSystem, tmp_path: Path) -> None:
     out = tmp_path / "parker.jsonl"
     total = 20
-    system = start_queues([consumer("parker", "Parker", out)], {"jobs": durable_queue(tmp_path)})
+    system = start_system(
+        [consumer("parker", "Parker", out)], queues={"jobs": durable_queue(tmp_path)}
+    )
     system.enqueue_many("jobs", [Job(n=n) for n in range(total)])
     stats_when(system, "3 in flight", lambda s: s["in_flight"] == 3)
     wait_for("3 parked handlers", lambda: len(events(out, "got")) == 3)
@@ -446,12 +411,12 @@ def test_killed_durable_queue_loses_nothing(start_queues: StartQueues, tmp_path:
 
 
 def test_tell_to_a_killed_actor_lands_in_the_system_dead_letters(
-    start_queues: StartQueues, tmp_path: Path
+    start_system: StartSystem, tmp_path: Path
 ) -> None:
     marker = tmp_path / "teller-waiting"
-    system = start_queues(
+    system = start_system(
         [{"id": "victim", "actor": ECHO}, {"id": "teller", "actor": "queueactors:Teller"}],
-        {"jobs": durable_queue(tmp_path)},
+        queues={"jobs": durable_queue(tmp_path)},
     )
     assert system.dead_letters("dead_letters") == []
     pid = system.directory()["victim"]
