@@ -209,7 +209,8 @@ class ActorHost(ThespianActor):  # type: ignore[misc]
                 self._rt.state = "exiting"
                 self.leave("error", f"runtime failure: {type(exc).__name__}: {exc}")
         finally:
-            self._flush_all()  # the end of the turn: what it sent goes out now
+            if self._outbox:
+                self._flush_all()  # the end of the turn: what it sent goes out now
 
     def _on_message(self, msg: Any, sender: Any) -> None:
         rt = self._rt

@@ -31,5 +31,7 @@ def mark_degraded(msg: Any) -> None:
 def is_degraded(msg: Any) -> bool:
     """Whether ``msg`` is a degraded answer: it came from a fallback (a static reply, the
     last good reply, a substitute actor) or from a handler that used such an answer."""
+    if not _marked:  # the common case, on every reply: no lock
+        return False
     with _lock:
         return _marked.get(id(msg)) is msg
