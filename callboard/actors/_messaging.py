@@ -93,41 +93,15 @@ class Messaging:
     def enqueue(
         self, queue: str, msg: Message, priority: int, msg_id: str | None
     ) -> Future[str]:
-        from callboard.actors._tasks import Future
-
         item = queue_item(msg, priority, msg_id, self._cid())
         asked = self._rt.ask(queue_actor(queue), Enqueue(item=item), None)
-        out: Future[str] = Future()
-
-        def done(f: Future[Any]) -> None:
-            exc = f.exception()
-            if exc is not None:
-                out.set_exception(exc)
-            else:
-                reply = f.result()
-                out.set_result(reply.ids[0] if isinstance(reply, Enqueued) else item.id)
-
-        asked.add_done_callback(done)
-        return out
+        return asked.then(lambda r: r.ids[0] if isinstance(r, Enqueued) else item.id)
 
     def route(self, msg: Message) -> Future[list[str]]:
-        from callboard.actors._tasks import Future
-        from callboard.bus._protocol import Routed, RouteMessage
+        from callboard.bus._protocol import Routed
 
         asked = self._rt.ask(BUS, route_request(msg), None)
-        out: Future[list[str]] = Future()
-
-        def done(f: Future[Any]) -> None:
-            exc = f.exception()
-            if exc is not None:
-                out.set_exception(exc)
-            else:
-                reply = f.result()
-                out.set_result(list(reply.destinations) if isinstance(reply, Routed) else [])
-
-        _ = RouteMessage  # the request type, for readers
-        asked.add_done_callback(done)
-        return out
+        return asked.then(lambda r: list(r.destinations) if isinstance(r, Routed) else [])
 
     def _cid(self) -> str | None:
         cur = self._rt._current

@@ -14,6 +14,7 @@ from typing import Any, Generic, TypeVar
 __all__ = ["Future", "Task"]
 
 T = TypeVar("T")
+U = TypeVar("U")
 _UNSET: Any = object()
 
 
@@ -61,6 +62,20 @@ class Future(Generic[T]):
             fn(self)
         else:
             self._callbacks.append(fn)
+
+    def then(self, convert: Callable[[T], U]) -> Future[U]:
+        """A future of ``convert(result)``; an exception passes through unchanged."""
+        out: Future[U] = Future()
+
+        def done(f: Future[T]) -> None:
+            exc = f.exception()
+            if exc is not None:
+                out.set_exception(exc)
+            else:
+                out.set_result(convert(f.result()))
+
+        self.add_done_callback(done)
+        return out
 
     def _fire(self) -> None:
         callbacks, self._callbacks = self._callbacks, []

@@ -42,7 +42,6 @@ from callboard.queues._protocol import (
     EnqueueMany,
     GetDeadLetters,
     GetQueueStats,
-    Item,
     PurgeDeadLetters,
     QueueFull,
     QueueStatsReply,
@@ -342,8 +341,6 @@ def _pack(data: Any) -> bytes:
 def _unpack(payload: bytes) -> Any:
     return msgpack.unpackb(payload, raw=False, strict_map_key=False)
 
-
-_ = Item  # re-exported shape of what producers send
 
 
 def _resolve(fut: Future[bool], value: bool) -> None:

@@ -421,3 +421,16 @@ def test_task_cancelled_coroutine_awaiting_same_future_resumes_once() -> None:
     fut.set_result(5)  # two callbacks are registered on fut; only one may resume the task
     assert trail == ["cancelled", "resumed 5"]
     assert done.value == 5
+
+
+def test_then_maps_a_result_and_passes_an_exception_through() -> None:
+    ok: Future[int] = Future()
+    doubled = ok.then(lambda v: v * 2)
+    assert not doubled.done()
+    ok.set_result(21)
+    assert doubled.result() == 42
+    failed: Future[int] = Future()
+    mapped = failed.then(lambda v: v * 2)
+    boom = ValueError("boom")
+    failed.set_exception(boom)
+    assert mapped.exception() is boom
