@@ -22,15 +22,29 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from thespian.actors import Actor
 
+if TYPE_CHECKING:
+    from callboard import System
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+"""This folder. It is put on ``sys.path`` on import (if missing), before any actor system
+forks: the forked actor processes import the actor modules here by their top-level names."""
+if HERE not in sys.path:
+    sys.path.insert(0, HERE)
+
 __all__ = [
+    "HERE",
     "PGID_QUERY",
     "RawEcho",
+    "actor_pids",
+    "cpu_seconds",
+    "cpu_snapshot",
     "emit",
+    "exit_on_sigterm",
     "free_admin_port",
     "json_stdout",
     "kill_leftovers",
@@ -222,3 +236,48 @@ def kill_leftovers(pgid: int | None, grace_s: float = 2.0) -> int:
         while processes_in_group(pgid) and time.monotonic() < deadline:
             time.sleep(0.01)
     return len(left)
+
+
+def exit_on_sigterm(signum: int, frame: Any) -> NoReturn:
+    """SIGTERM handler: raise SystemExit so the ``finally`` blocks run (stop the systems,
+    kill leftovers, print the JSON)."""
+    raise SystemExit(128 + signum)
+
+
+# -- CPU per process -----------------------------------------------------------------------
+
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds of ``pid`` so far (None if it is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            stat = f.read()
+    except OSError:
+        return None
+    fields = stat[stat.rfind(")") + 2 :].split()  # fields[0] is field 3 (state)
+    return (int(fields[11]) + int(fields[12])) / _TICK
+
+
+def actor_pids(system: System) -> dict[int, str]:
+    """The actor name of each pid of ``system`` (its root supervisor as ``root``)."""
+    names = {pid: name for name, pid in system.directory().items() if pid is not None}
+    if system.root_pid is not None:
+        names[system.root_pid] = "root"
+    return names
+
+
+def cpu_snapshot(names: Mapping[int, str], pgid: int | None, own: str) -> dict[str, float]:
+    """CPU seconds so far of every process of the group ``pgid``, summed by name (pids not
+    in ``names`` count as ``other``: Thespian's admin and logger, idle actors), and of this
+    process (as ``own``)."""
+    out: dict[str, float] = {}
+    for pid in processes_in_group(pgid) if pgid else []:
+        cpu = cpu_seconds(pid)
+        if cpu is not None:
+            name = names.get(pid, "other")
+            out[name] = out.get(name, 0.0) + cpu
+    times = os.times()
+    out[own] = times.user + times.system
+    return out

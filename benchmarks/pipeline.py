@@ -55,11 +55,13 @@ from collections.abc import Callable
 from typing import Any
 
 from _common import (
+    actor_pids,
+    cpu_snapshot,
     emit,
+    exit_on_sigterm,
     free_admin_port,
     json_stdout,
     kill_leftovers,
-    processes_in_group,
     progress,
     summarize,
 )
@@ -401,37 +403,6 @@ def stage_means_ms(
 
 # -- CPU per process ---------------------------------------------------------------------------
 
-_TICK = os.sysconf("SC_CLK_TCK")
-
-
-def _cpu_seconds(pid: int) -> float | None:
-    """User + system CPU seconds of ``pid`` so far (None if it is gone)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            stat = f.read()
-    except OSError:
-        return None
-    fields = stat[stat.rfind(")") + 2 :].split()  # fields[0] is field 3 (state)
-    return (int(fields[11]) + int(fields[12])) / _TICK
-
-
-def cpu_snapshot(system: System, pgid: int | None) -> dict[str, float]:
-    """CPU seconds so far of every process of the system, by actor name (``root``: the
-    root supervisor; ``other``: the rest of the group, Thespian's admin and logger),
-    and of this process (``client``)."""
-    names = {pid: name for name, pid in system.directory().items() if pid is not None}
-    if system.root_pid is not None:
-        names[system.root_pid] = "root"
-    out: dict[str, float] = {}
-    for pid in processes_in_group(pgid) if pgid else []:
-        cpu = _cpu_seconds(pid)
-        if cpu is not None:
-            name = names.get(pid, "other")
-            out[name] = out.get(name, 0.0) + cpu
-    times = os.times()
-    out["client"] = times.user + times.system
-    return out
-
 
 def cpu_report(
     before: dict[str, float], after: dict[str, float], requests: int, wall_s: float
@@ -697,14 +668,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def _on_sigterm(signum: int, frame: Any) -> None:
-    raise SystemExit(128 + signum)  # unwind through the finally block: stop the system
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     json_stdout()
-    signal.signal(signal.SIGTERM, _on_sigterm)
+    signal.signal(signal.SIGTERM, exit_on_sigterm)
     result: dict[str, Any] = {
         "benchmark": "pipeline",
         "n": args.n,
@@ -772,7 +739,7 @@ def main(argv: list[str] | None = None) -> int:
         seq, base = Series(), Series()
         sizes = [args.n // args.rounds + (r < args.n % args.rounds) for r in range(args.rounds)]
         before = stage_totals(system)
-        cpu_before = cpu_snapshot(system, pgid)
+        cpu_before = cpu_snapshot(actor_pids(system), pgid, "client")
         start = 0
         for r, size in enumerate(sizes):
             progress(f"round {r + 1}/{args.rounds}: {size} solves, actors and in-process")
@@ -780,7 +747,7 @@ def main(argv: list[str] | None = None) -> int:
             for series, fn in order if r % 2 == 0 else order[::-1]:
                 series.block(fn, start, size)
             start += size
-        cpu_after = cpu_snapshot(system, pgid)
+        cpu_after = cpu_snapshot(actor_pids(system), pgid, "client")
         cpu_after["client"] = cpu_before["client"] + seq.client_cpu  # not the floor's work
         after = stage_totals(system)
         result["sequential"] = with_goals(seq.summary())
@@ -801,9 +768,9 @@ def main(argv: list[str] | None = None) -> int:
         # (b) T clients at once on one System.
         progress(f"{args.threads} clients x {args.concurrent_n // args.threads} solves at once")
         before = stage_totals(system)
-        cpu_before = cpu_snapshot(system, pgid)
+        cpu_before = cpu_snapshot(actor_pids(system), pgid, "client")
         conc = run_concurrent(system, args.concurrent_n, args.threads, base=1_000_000)
-        cpu_after = cpu_snapshot(system, pgid)
+        cpu_after = cpu_snapshot(actor_pids(system), pgid, "client")
         after = stage_totals(system)
         summary = conc.summary()
         summary["threads"] = args.threads

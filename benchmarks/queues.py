@@ -35,43 +35,39 @@ durable (fsync ``normal``).
 
 from __future__ import annotations
 
+import argparse
+import contextlib
+import importlib.metadata
+import itertools
+import multiprocessing
 import os
+import platform
+import shutil
+import signal
+import subprocess
 import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from multiprocessing.connection import Connection
+from typing import Any, Literal
 
-# The forked actor processes import ``_queue_actors`` by its top-level name: this folder
-# must be on sys.path before the actor system forks (they inherit it).
-_HERE = os.path.dirname(os.path.abspath(__file__))
-if _HERE not in sys.path:
-    sys.path.insert(0, _HERE)
-
-import argparse  # noqa: E402
-import contextlib  # noqa: E402
-import importlib.metadata  # noqa: E402
-import itertools  # noqa: E402
-import multiprocessing  # noqa: E402
-import platform  # noqa: E402
-import shutil  # noqa: E402
-import signal  # noqa: E402
-import subprocess  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-from collections import Counter  # noqa: E402
-from collections.abc import Callable, Sequence  # noqa: E402
-from multiprocessing.connection import Connection  # noqa: E402
-from typing import Any, Literal  # noqa: E402
-
-import msgpack  # noqa: E402
-from _common import (  # noqa: E402
+import msgpack
+from _common import (
+    HERE,
     RawEcho,
+    actor_pids,
+    cpu_snapshot,
     emit,
+    exit_on_sigterm,
     free_admin_port,
     json_stdout,
     kill_leftovers,
     percentile,
-    processes_in_group,
     progress,
 )
-from _queue_actors import (  # noqa: E402
+from _queue_actors import (
     DEFAULT_PREFETCH,
     PGID_QUERY,
     PREFETCH_ENV,
@@ -86,12 +82,12 @@ from _queue_actors import (  # noqa: E402
     Sent,
     Tick,
 )
-from thespian.actors import ActorSystem  # noqa: E402
+from thespian.actors import ActorSystem
 
-from callboard import AskTimeout, System  # noqa: E402
-from callboard import _thespian as cb_thespian  # noqa: E402
-from callboard.messages import Message, new_id  # noqa: E402
-from callboard.queues._store import (  # noqa: E402
+from callboard import AskTimeout, System
+from callboard import _thespian as cb_thespian
+from callboard.messages import Message, new_id
+from callboard.queues._store import (
     MemoryStore,
     NewMessage,
     QueueStore,
@@ -180,7 +176,7 @@ def wait_for(count: Callable[[], int], n: int, max_wait: float) -> tuple[int, bo
 
 def git_commit() -> str | None:
     """The checkout's commit (with ``+dirty`` when callboard/ has changes), if git says."""
-    root = os.path.dirname(_HERE)
+    root = os.path.dirname(HERE)
     try:
         head = subprocess.run(
             ["git", "-C", root, "rev-parse", "--short", "HEAD"],
@@ -205,19 +201,6 @@ def rate(n: int, seconds: float | None) -> float | None:
 
 # -- CPU per process (as pipeline.py) ----------------------------------------------------------
 
-_TICK = os.sysconf("SC_CLK_TCK")
-
-
-def _cpu_seconds(pid: int) -> float | None:
-    """User + system CPU seconds of ``pid`` so far (None if it is gone)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            stat = f.read()
-    except OSError:
-        return None
-    fields = stat[stat.rfind(")") + 2 :].split()  # fields[0] is field 3 (state)
-    return (int(fields[11]) + int(fields[12])) / _TICK
-
 
 class CpuMeter:
     """CPU seconds of every process of a system, by actor name (``root``; ``other`` for
@@ -228,21 +211,10 @@ class CpuMeter:
         self.names: dict[int, str] = {}
 
     def refresh_names(self) -> None:
-        self.names = {pid: n for n, pid in self.system.directory().items() if pid is not None}
-        if self.system.root_pid is not None:
-            self.names[self.system.root_pid] = "root"
+        self.names = actor_pids(self.system)
 
     def snapshot(self) -> dict[str, float]:
-        out: dict[str, float] = {}
-        pgid = self.system.pgid
-        for pid in processes_in_group(pgid) if pgid else []:
-            cpu = _cpu_seconds(pid)
-            if cpu is not None:
-                name = self.names.get(pid, "other")
-                out[name] = out.get(name, 0.0) + cpu
-        times = os.times()
-        out["client"] = times.user + times.system
-        return out
+        return cpu_snapshot(self.names, self.system.pgid, "client")
 
     @staticmethod
     def report(
@@ -645,14 +617,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def _on_sigterm(signum: int, frame: Any) -> None:
-    raise SystemExit(128 + signum)  # unwind through the finally blocks: stop both systems
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     json_stdout()
-    signal.signal(signal.SIGTERM, _on_sigterm)
+    signal.signal(signal.SIGTERM, exit_on_sigterm)
     os.environ[PREFETCH_ENV] = str(args.prefetch)  # before Sink is first built (forks too)
     cb_thespian.apply_bind("127.0.0.1")
 

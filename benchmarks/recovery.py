@@ -31,39 +31,33 @@ goal: callboard's p99 kill -> answer at most 50 ms."""
 
 from __future__ import annotations
 
+import argparse
+import contextlib
+import importlib.metadata
 import os
+import platform
+import random
+import signal
 import sys
+import time
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any
 
-# The forked actor processes import ``recovery_actors`` by its top-level name: this folder
-# must be on sys.path before the actor system forks (they inherit it).
-_HERE = os.path.dirname(os.path.abspath(__file__))
-if _HERE not in sys.path:
-    sys.path.insert(0, _HERE)
-
-import argparse  # noqa: E402
-import contextlib  # noqa: E402
-import importlib.metadata  # noqa: E402
-import platform  # noqa: E402
-import random  # noqa: E402
-import signal  # noqa: E402
-import time  # noqa: E402
-from collections import Counter  # noqa: E402
-from collections.abc import Sequence  # noqa: E402
-from typing import Any  # noqa: E402
-
-from _common import (  # noqa: E402
+from _common import (
     emit,
+    exit_on_sigterm,
     free_admin_port,
     json_stdout,
     kill_leftovers,
     percentile,
     progress,
 )
-from recovery_actors import ARM, PGID_QUERY, Block, Hang, Here, RawParent, Where  # noqa: E402
-from thespian.actors import ActorSystem  # noqa: E402
+from recovery_actors import ARM, PGID_QUERY, Block, Hang, Here, RawParent, Where
+from thespian.actors import ActorSystem
 
-from callboard import AskTimeout, NoSuchActor, RemoteError, SupervisorError, System  # noqa: E402
-from callboard import _thespian as cb_thespian  # noqa: E402
+from callboard import AskTimeout, NoSuchActor, RemoteError, SupervisorError, System
+from callboard import _thespian as cb_thespian
 
 GOAL_P99_MS = 50.0
 KILLS = 50
@@ -300,10 +294,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def _on_sigterm(signum: int, frame: Any) -> None:
-    raise SystemExit(128 + signum)  # unwind through the finally blocks: stop both systems
-
-
 def low_admin_port(exclude: Sequence[int] = ()) -> int:
     """A free admin port below 32768 (``free_admin_port`` also offers 61000-65535)."""
     for _ in range(20):
@@ -402,7 +392,7 @@ def run_hangs(system: System, args: argparse.Namespace, rng: random.Random) -> d
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     json_stdout()
-    signal.signal(signal.SIGTERM, _on_sigterm)
+    signal.signal(signal.SIGTERM, exit_on_sigterm)
     # Both systems loopback only, as callboard's System.start sets it (see ask_latency.py).
     cb_thespian.apply_bind("127.0.0.1")
     rng = random.Random()

@@ -36,38 +36,32 @@ Thespian's default, with per-sender order intact.
 
 from __future__ import annotations
 
+import argparse
+import contextlib
+import importlib.metadata
+import json
+import multiprocessing
 import os
+import platform
+import signal
+import subprocess
 import sys
+import tempfile
+import time
+from collections.abc import Callable, Mapping
+from multiprocessing.connection import Connection
+from typing import Any
 
-# The forked actor processes import ``throughput_actors`` by its top-level name: this folder
-# must be on sys.path before the actor system forks (they inherit it).
-_HERE = os.path.dirname(os.path.abspath(__file__))
-if _HERE not in sys.path:
-    sys.path.insert(0, _HERE)
-
-import argparse  # noqa: E402
-import contextlib  # noqa: E402
-import importlib.metadata  # noqa: E402
-import json  # noqa: E402
-import multiprocessing  # noqa: E402
-import platform  # noqa: E402
-import signal  # noqa: E402
-import subprocess  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-from collections.abc import Callable, Mapping  # noqa: E402
-from multiprocessing.connection import Connection  # noqa: E402
-from typing import Any  # noqa: E402
-
-from _common import (  # noqa: E402
+from _common import (
+    cpu_snapshot,
     emit,
+    exit_on_sigterm,
     free_admin_port,
     json_stdout,
     kill_leftovers,
-    processes_in_group,
     progress,
 )
-from throughput_actors import (  # noqa: E402
+from throughput_actors import (
     EXPECT,
     GO,
     RESULT,
@@ -85,10 +79,10 @@ from throughput_actors import (  # noqa: E402
     Tally,
 )
 
-from callboard import AskTimeout, System  # noqa: E402
-from callboard import _thespian as cb_thespian  # noqa: E402
-from callboard.actors.examples import Ping, Pong  # noqa: E402
-from callboard.messages import Envelope, child_traceparent, encode, new_id  # noqa: E402
+from callboard import AskTimeout, System
+from callboard import _thespian as cb_thespian
+from callboard.actors.examples import Ping, Pong
+from callboard.messages import Envelope, child_traceparent, encode, new_id
 
 GOAL_ONE_WAY_PER_S = 10_000
 GOAL_RATIO_VS_RAW_DEFAULT = 25
@@ -123,34 +117,6 @@ RAW_VARIANTS: dict[str, dict[str, str]] = {
 }
 
 # -- small helpers ------------------------------------------------------------------------------
-
-_TICK = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_seconds(pid: int) -> float | None:
-    """User + system CPU seconds of ``pid`` so far (None if it is gone)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            stat = f.read()
-    except OSError:
-        return None
-    fields = stat[stat.rfind(")") + 2 :].split()  # fields[0] is field 3 (state)
-    return (int(fields[11]) + int(fields[12])) / _TICK
-
-
-def cpu_snapshot(names: Mapping[int, str], pgid: int | None) -> dict[str, float]:
-    """CPU seconds so far of every process of the group ``pgid``, summed by name (pids not
-    in ``names`` count as ``other``: Thespian's admin and logger, idle actors), and of this
-    process (``host``)."""
-    out: dict[str, float] = {}
-    for pid in processes_in_group(pgid) if pgid else []:
-        cpu = cpu_seconds(pid)
-        if cpu is not None:
-            name = names.get(pid, "other")
-            out[name] = out.get(name, 0.0) + cpu
-    times = os.times()
-    out["host"] = times.user + times.system
-    return out
 
 
 def cpu_report(
@@ -306,13 +272,13 @@ def raw_child(args: argparse.Namespace) -> int:
 
         def run(n: int) -> dict[str, Any]:
             asys.ask(counter, (EXPECT, n), 10.0)
-            before = cpu_snapshot(names, pgid)
+            before = cpu_snapshot(names, pgid, "host")
             asys.tell(sender, (GO, counter, n, payload))
             received = poll_until(
                 lambda: asys.ask(counter, (RESULT,), 5.0), n, args.stall, f"raw {args.raw_child}"
             )
             sent = asys.ask(sender, (RESULT,), 30.0)
-            after = cpu_snapshot(names, pgid)
+            after = cpu_snapshot(names, pgid, "host")
             if not isinstance(sent, dict):
                 raise RuntimeError(f"the raw sender did not report: {sent!r}")
             extra = {
@@ -423,7 +389,7 @@ class Callboard:
         ready = system.ask("consumer", Expect(run=run, n=n), timeout=10.0)
         if not isinstance(ready, Ready):
             raise RuntimeError(f"the consumer answered {ready!r}")
-        before = cpu_snapshot(self.names, system.pgid)
+        before = cpu_snapshot(self.names, system.pgid, "host")
         blast = Blast(run=run, n=n, per_turn=per_turn, target="consumer", via_tell=via_tell)
         system.tell("producer", blast)
         received = poll_until(
@@ -431,7 +397,7 @@ class Callboard:
             f"callboard per_turn={per_turn}",
         )  # fmt: skip
         produced = system.ask("producer", Report(run=run), timeout=30.0)
-        after = cpu_snapshot(self.names, system.pgid)
+        after = cpu_snapshot(self.names, system.pgid, "host")
         if not isinstance(produced, Produced) or produced.run != run:
             raise RuntimeError(f"the producer answered {produced!r}")
         extra = {
@@ -451,10 +417,10 @@ class Callboard:
         """``n`` round trips with ``k`` in flight, by the pinger kept for this ``k`` (each
         ask leaves a Thespian wakeup behind in its process for ``ask_timeout``: a pinger
         of its own keeps one run's from weighing on the next)."""
-        before = cpu_snapshot(self.names, self.system.pgid)
+        before = cpu_snapshot(self.names, self.system.pgid, "host")
         drive = Drive(k=k, n=n, target="echo", timeout=ask_timeout)
         reply = self.system.ask(pinger_name(k), drive, timeout=30.0 + n / 50.0)
-        after = cpu_snapshot(self.names, self.system.pgid)
+        after = cpu_snapshot(self.names, self.system.pgid, "host")
         if not isinstance(reply, Driven):
             raise RuntimeError(f"the pinger answered {reply!r}")
         wall = reply.t1 - reply.t0
@@ -609,17 +575,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def _on_sigterm(signum: int, frame: Any) -> None:
-    raise SystemExit(128 + signum)  # unwind through the finally blocks: stop everything
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.raw_child:
         return raw_child(args)
     base_env = dict(os.environ)
     json_stdout()
-    signal.signal(signal.SIGTERM, _on_sigterm)
+    signal.signal(signal.SIGTERM, exit_on_sigterm)
     started = time.monotonic()
 
     result: dict[str, Any] = {
