@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import email.message
 import http.client
 import json
@@ -152,7 +153,13 @@ def system() -> Iterator[System]:
 
 @pytest.fixture(scope="module")
 def api(system: System, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
-    audit_path = tmp_path_factory.mktemp("audit") / "audit.log"
+    with served(system, tmp_path_factory.mktemp("audit") / "audit.log") as answer:
+        yield answer
+
+
+@contextlib.contextmanager
+def served(system: System, audit_path: Path) -> Iterator[Api]:
+    """An admin server (real HTTP, its own audit log) in front of ``system``."""
     audit = AuditLog(audit_path)
     server = AdminServer(system, token_store(), audit, "127.0.0.1", 0)
     server.start()
@@ -611,16 +618,9 @@ BREAKER_CONFIG: dict[str, Any] = {
 
 @pytest.fixture(scope="module")
 def breaker_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
-    audit_path = tmp_path_factory.mktemp("breaker-audit") / "audit.log"
     with System.start(BREAKER_CONFIG) as own:
-        audit = AuditLog(audit_path)
-        server = AdminServer(own, token_store(), audit, "127.0.0.1", 0)
-        server.start()
-        try:
-            yield Api(own, server, audit_path)
-        finally:
-            server.close()
-            audit.close()
+        with served(own, tmp_path_factory.mktemp("breaker-audit") / "audit.log") as answer:
+            yield answer
 
 
 def test_breakers_are_listed_and_forced_open_and_closed(breaker_api: Api) -> None:
@@ -724,16 +724,9 @@ DLQ = "/v1/queues/jobs/dead-letters"
 @pytest.fixture(scope="module")
 def queue_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
     """The services subtree (queues ``jobs`` and ``other``, the bus) on the local transport."""
-    audit_path = tmp_path_factory.mktemp("queue-audit") / "audit.log"
     with System.start(QUEUE_CONFIG) as own:
-        audit = AuditLog(audit_path)
-        server = AdminServer(own, token_store(), audit, "127.0.0.1", 0)
-        server.start()
-        try:
-            yield Api(own, server, audit_path)
-        finally:
-            server.close()
-            audit.close()
+        with served(own, tmp_path_factory.mktemp("queue-audit") / "audit.log") as answer:
+            yield answer
 
 
 @pytest.fixture
